@@ -1,0 +1,37 @@
+"""nnscratch: a convolutional neural network library from scratch, in NumPy with Cython kernels.
+
+Every formula lives readable in :mod:`nnscratch.reference`; the compiled kernels of
+``nnscratch/_kernels.pyx`` are tested equal to it. Layers carry PyTorch's names so that
+PyTorch code maps onto nnscratch line by line::
+
+    import nnscratch as nn
+    net = nn.models.seed_net()
+    criterion = nn.NLLLoss()
+    optimizer = nn.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    loss = criterion(net(x), y)
+    optimizer.zero_grad(); net.backward(criterion.backward()); optimizer.step()
+"""
+from . import _backend
+from ._backend import backend, get_num_threads, set_backend, set_num_threads, use_backend
+from .activation import LogSoftmax, ReLU, Softmax
+from .container import Sequential
+from .conv import Conv2d
+from .dense import Dense, Linear
+from .dropout import Dropout
+from .flatten import Flatten
+from .gradcheck import GradcheckError, gradcheck
+from .losses import CrossEntropyLoss, MSELoss, NLLLoss
+from .module import Module, Parameter
+from .optim import SGD
+from .pooling import AvgPool2d, MaxPool2d
+from .rng import manual_seed
+from . import data, models, ops, reference  # noqa: E402  (submodules users reach as nnscratch.X)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GradcheckError", "Linear",
+    "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "SGD", "Sequential",
+    "Softmax", "backend", "data", "get_num_threads", "gradcheck", "manual_seed", "models", "ops",
+    "reference", "set_backend", "set_num_threads", "use_backend",
+]

@@ -1,0 +1,72 @@
+"""``Conv2d``: the convolution layer of seed 3.3.1."""
+import numpy as np
+
+from . import init, ops
+from .module import Module, Parameter
+
+
+class Conv2d(Module):
+    """2-D convolution over an NCHW batch.
+
+    .. math::
+        y[n, f, i, j] = b[f] + \\sum_{c, p, q} x_{pad}[n, c, i S_h + p, j S_w + q] \\, w[f, c, p, q]
+
+    (the seed's ``y(i,j) = Σ_p Σ_q x(i+p, j+q)·k(p,q)`` summed over input channels). The
+    formula and its gradients are in :mod:`nnscratch.reference`; the active backend computes them.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int, int)
+        Zero padding of ``padding`` pixels on each side.
+    bias : bool
+    dtype : float32 (default) or float64
+    generator : numpy Generator for the initialization (default: :func:`nnscratch.rng.default_generator`)
+
+    Shapes: ``x`` (N, in_channels, H, W) -> ``y`` (N, out_channels, OH, OW) with
+    ``OH = (H + 2 P_h - K_h) // S_h + 1``; ``weight`` (out_channels, in_channels, K_h, K_w).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 dtype=np.float32, generator=None):
+        super().__init__()
+        where = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = ops.pair(kernel_size, "kernel_size", where, 1)
+        self.stride = ops.pair(stride, "stride", where, 1)
+        self.padding = ops.pair(padding, "padding", where, 0)
+        shape = (out_channels, in_channels) + self.kernel_size
+        self.weight = Parameter(init.kaiming_uniform(shape, generator=generator, dtype=dtype))
+        self.bias = Parameter(init.bias_uniform(out_channels, init.fan_in(shape), generator, dtype)) if bias else None
+        self._input = None
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        if self.stride != (1, 1):
+            text += f", stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.data
+        y = ops.conv2d(x, self.weight.data, bias, self.stride, self.padding, where=self._where())
+        self._input = x
+        return y
+
+    def backward(self, grad_output, need_input_grad=True):
+        """``∂L/∂x`` (or ``None``); adds ``∂L/∂w`` and ``∂L/∂b = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` to the parameters'
+        ``.grad`` unless they are frozen."""
+        x = self._saved("_input")
+        grad_x, grad_weight = ops.conv2d_backward(
+            x, self.weight.data, grad_output, self.stride, self.padding,
+            need_input_grad=need_input_grad, need_weight_grad=self.weight.requires_grad, where=self._where(),
+        )
+        if grad_weight is not None:
+            self.weight.accumulate_grad(grad_weight)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=(0, 2, 3)))
+        return grad_x

@@ -1,0 +1,26 @@
+"""``Flatten``: from feature maps to feature vectors."""
+from . import ops
+from .module import Module
+
+
+class Flatten(Module):
+    """Reshape (N, C, H, W) -> (N, C·H·W) (all axes from ``start_dim`` on are merged, as ``torch.flatten(x, 1)``).
+    Backward reshapes the gradient back."""
+
+    def __init__(self, start_dim=1):
+        super().__init__()
+        self.start_dim = start_dim
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}"
+
+    def forward(self, x):
+        x = ops.check_float_array(x, self._where())
+        if x.ndim <= self.start_dim:
+            raise ValueError(f"{self._where()}: input of shape {x.shape} has no axis {self.start_dim} to flatten from")
+        self._input_shape = x.shape
+        return x.reshape(x.shape[:self.start_dim] + (-1,))
+
+    def backward(self, grad_output, need_input_grad=True):
+        shape = self._saved("_input_shape")
+        return grad_output.reshape(shape) if need_input_grad else None

@@ -1,0 +1,107 @@
+"""Loss functions of seed 3.3.3: cross-entropy (on logits or on log-probabilities) and MSE.
+
+Calling a loss returns the mean loss over the batch (a Python float) and remembers what its
+``backward()`` needs; ``backward()`` returns ``∂L/∂input``, to be passed to the model's backward.
+
+Which cross-entropy? The seed's network ends in ``log_softmax`` and is trained with
+``CrossEntropyLoss``, which applies a *second* log-softmax. That still trains (log-softmax of
+log-probabilities keeps their order) but it is not the cross-entropy of the model's
+probabilities. The right pairings are:
+
+* network ends in ``LogSoftmax`` -> :class:`NLLLoss` (``L = -mean_n y[n, t_n]``);
+* network ends in the last ``Dense`` (logits) -> :class:`CrossEntropyLoss`.
+
+Both compute the seed's ``L = -Σ_i t_i log y_i`` with one-hot ``t`` and ``y = softmax(logits)``.
+"""
+import numpy as np
+
+from . import ops
+
+
+def _check_labels(input, target, where):
+    """``input`` (N, C) floats and ``target`` (N,) integer class labels in ``[0, C)``."""
+    input = ops.check_float_array(input, where, ndim=2, layout="(N, classes)")
+    target = np.asarray(target)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{where}: target must hold integer class labels, got dtype {target.dtype}")
+    if target.shape != (input.shape[0],):
+        raise ValueError(f"{where}: target has shape {target.shape}, expected ({input.shape[0]},) for input of shape {input.shape}")
+    if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
+        raise ValueError(
+            f"{where}: target labels must lie in [0, {input.shape[1]}), got min {target.min()} and max {target.max()}"
+        )
+    return input, target.astype(np.int64)
+
+
+class _Loss:
+    """Shared ``reduction`` handling: ``"mean"`` (default) or ``"sum"``."""
+
+    def __init__(self, reduction="mean"):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"{type(self).__name__}: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+        self._grad = None
+
+    def _scale(self, count):
+        return 1.0 / count if self.reduction == "mean" else 1.0
+
+    def backward(self):
+        """``∂L/∂input`` for the last call."""
+        if self._grad is None:
+            raise RuntimeError(f"{type(self).__name__}: backward called before the loss was computed")
+        return self._grad
+
+    def __repr__(self):
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+
+class CrossEntropyLoss(_Loss):
+    """Cross-entropy of logits ``z`` (N, C) against labels ``t`` (N,):
+
+    .. math::
+        L = -\\frac{1}{N} \\sum_n \\log \\mathrm{softmax}(z_n)_{t_n}
+          = \\frac{1}{N} \\sum_n \\Big( \\log \\sum_j e^{z_{nj} - m_n} + m_n - z_{n t_n} \\Big),\\quad m_n = \\max_j z_{nj}
+
+    (log-sum-exp: no exponential overflows). Gradient: ``∂L/∂z = (softmax(z) - onehot(t)) / N``.
+    """
+
+    def __call__(self, input, target):
+        z, t = _check_labels(input, target, "CrossEntropyLoss")
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        rows = np.arange(len(t))
+        scale = self._scale(len(t))
+        grad = np.exp(log_probs)
+        grad[rows, t] -= 1.0
+        self._grad = grad * z.dtype.type(scale)
+        return float(-log_probs[rows, t].sum() * scale)
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of log-probabilities ``y`` (N, C), e.g. a ``LogSoftmax`` output:
+
+    ``L = -1/N Σ_n y[n, t_n]``; gradient ``∂L/∂y[n, k] = -[k = t_n] / N``.
+    """
+
+    def __call__(self, input, target):
+        y, t = _check_labels(input, target, "NLLLoss")
+        rows = np.arange(len(t))
+        scale = self._scale(len(t))
+        grad = np.zeros_like(y)
+        grad[rows, t] = -scale
+        self._grad = grad
+        return float(-y[rows, t].sum() * scale)
+
+
+class MSELoss(_Loss):
+    """Mean squared error over all elements: ``L = 1/n Σ_i (y_i - t_i)²``; ``∂L/∂y = 2 (y - t) / n``."""
+
+    def __call__(self, input, target):
+        y = ops.check_float_array(input, "MSELoss")
+        t = np.asarray(target)
+        if t.shape != y.shape:
+            raise ValueError(f"MSELoss: target has shape {t.shape} but input has shape {y.shape}")
+        diff = y - t.astype(y.dtype, copy=False)
+        scale = self._scale(diff.size)
+        self._grad = diff * y.dtype.type(2.0 * scale)
+        return float((diff * diff).sum() * scale)

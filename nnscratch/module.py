@@ -1,0 +1,208 @@
+"""``Parameter`` and ``Module``: the base of every layer, with PyTorch's names.
+
+A module computes ``forward(x)`` (also reached by calling it) and, given ``∂L/∂y``, its
+``backward(grad_output)`` returns ``∂L/∂x`` and *adds* ``∂L/∂θ`` to the ``.grad`` of each of
+its parameters θ (gradients accumulate until ``zero_grad()``, as in PyTorch). There is no
+autograd tape: each layer keeps what its backward needs from its last forward, as in
+CS231n's forward/backward pairs.
+
+Parameters and sub-modules assigned as attributes are registered automatically, so
+``named_parameters()`` yields names such as ``conv1.weight`` and ``state_dict()`` uses
+the same keys as the equivalent PyTorch model.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array: ``.data`` (the values), ``.grad`` (``None`` until a backward) and
+    ``.requires_grad`` (``False`` freezes it: no gradient is computed and no optimizer touches it)."""
+
+    def __init__(self, data, requires_grad=True):
+        self.data = np.ascontiguousarray(data)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def accumulate_grad(self, grad):
+        """``.grad += grad`` (``.grad = grad`` the first time), in the parameter's dtype."""
+        if grad.shape != self.data.shape:
+            raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {self.data.shape}")
+        if self.grad is None:
+            self.grad = np.array(grad, dtype=self.data.dtype, copy=True)
+        else:
+            self.grad += grad
+
+    def __repr__(self):
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}{frozen})"
+
+
+class Module:
+    """Base class of layers and containers (see the module docstring)."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        self.training = True
+
+    # -- registration --------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name!r}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    # -- computation ---------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_output, need_input_grad=True):
+        """Return ``∂L/∂x`` (``None`` when ``need_input_grad`` is false) and accumulate parameter gradients."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- traversal -----------------------------------------------------------------------
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (module for _, module in self.named_modules())
+
+    def named_parameters(self, prefix=""):
+        """Yield ``(dotted_name, Parameter)`` pairs, e.g. ``("conv1.weight", Parameter)``."""
+        for name, module in self.named_modules(prefix):
+            for pname, param in module._parameters.items():
+                yield (f"{name}.{pname}" if name else pname), param
+
+    def parameters(self):
+        return (param for _, param in self.named_parameters())
+
+    def has_trainable_parameters(self):
+        return any(p.requires_grad for p in self.parameters())
+
+    # -- modes and gradients -------------------------------------------------------------
+    def train(self, mode=True):
+        """Training mode (dropout active); returns ``self``."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Evaluation mode (dropout is the identity); returns ``self``."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Forget accumulated gradients (``.grad = None``, as PyTorch's ``set_to_none=True``)."""
+        for param in self.parameters():
+            param.grad = None
+
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (``False``) or unfreeze (``True``) every parameter of this module; returns ``self``."""
+        for param in self.parameters():
+            param.requires_grad = bool(requires_grad)
+        return self
+
+    def to(self, dtype):
+        """Convert every parameter (and its gradient) to ``dtype`` in place; returns ``self``."""
+        dtype = np.dtype(dtype)
+        for param in self.parameters():
+            param.data = param.data.astype(dtype)
+            if param.grad is not None:
+                param.grad = param.grad.astype(dtype)
+        return self
+
+    def double(self):
+        return self.to(np.float64)
+
+    def float(self):
+        return self.to(np.float32)
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self):
+        """An ordered ``{name: array copy}`` of every parameter, keyed as ``named_parameters()``."""
+        return OrderedDict((name, param.data.copy()) for name, param in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters of the same names.
+
+        With ``strict=True`` the keys must match exactly. Shapes must always match; every
+        mismatch is reported at once. Returns ``(missing_keys, unexpected_keys)``.
+        """
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = [
+            f"{k}: model {own[k].shape} vs given {np.shape(state_dict[k])}"
+            for k in own
+            if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape
+        ]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys {unexpected}")
+        if mismatched:
+            problems.append("shape mismatch for " + "; ".join(mismatched))
+        if problems:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
+        for name, param in own.items():
+            if name in state_dict:
+                param.data = np.array(state_dict[name], dtype=param.dtype, copy=True)
+        return missing, unexpected
+
+    # -- display -------------------------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        return "\n".join(lines + [")"])
+
+    def _where(self):
+        """How error messages name this layer, e.g. ``Conv2d(1, 32, kernel_size=(3, 3))``."""
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _saved(self, name):
+        """A tensor saved by the last forward, or a clear error if backward comes first."""
+        value = self.__dict__.get(name)
+        if value is None:
+            raise RuntimeError(f"{self._where()}: backward called before forward")
+        return value

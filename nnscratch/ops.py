@@ -1,0 +1,149 @@
+"""Functional form of the hot operations: argument checks, then the active backend.
+
+All validation happens here, in Python, before any compiled (GIL-free, unchecked) code
+runs: ranks, channel counts, kernel versus padded input size, strides, paddings and
+dtypes. A bad argument raises ``ValueError`` or ``TypeError`` whose message starts with
+``where`` (the layer, e.g. ``Conv2d(1, 32, kernel_size=(3, 3))``) and names the shapes.
+
+The formulas themselves are documented in :mod:`nnscratch.reference`.
+"""
+import numbers
+
+import numpy as np
+
+from . import _backend
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def pair(value, name, where, minimum):
+    """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; checks both are integers ``>= minimum``."""
+    items = (value, value) if isinstance(value, numbers.Integral) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if (
+        items is None
+        or len(items) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
+    ):
+        raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(items) < minimum:
+        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def check_float_array(x, where, ndim=None, what="input", layout=None):
+    """Return ``x`` as a C-contiguous float32/float64 array, or raise naming ``where``."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{where}: {what} must be a numpy array, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{where}: {what} must be float32 or float64, got {x.dtype} of shape {x.shape}"
+            + (" (convert images with nnscratch.data.prepare_images)" if x.dtype.kind in "iub" else "")
+        )
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(
+            f"{where}: expected a {ndim}-D {what}" + (f" {layout}" if layout else "") + f", got shape {x.shape}"
+        )
+    return np.ascontiguousarray(x)
+
+
+def _check_grad_output(grad_y, expected_shape, where, dtype=None):
+    """``grad_y`` must have the forward output's shape; cast to ``dtype`` when given."""
+    grad_y = check_float_array(grad_y, where, what="grad_output")
+    if grad_y.shape != tuple(expected_shape):
+        raise ValueError(f"{where}: grad_output has shape {grad_y.shape}, but the output had shape {tuple(expected_shape)}")
+    return grad_y if dtype is None else grad_y.astype(dtype, copy=False)
+
+
+def window_output_size(input_shape, kernel, stride, padding, where):
+    """Output (OH, OW) of a sliding window over an NCHW input, or a clear error if none fits."""
+    h, w = input_shape[2:]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if kh > h + 2 * ph or kw > w + 2 * pw:
+        raise ValueError(
+            f"{where}: kernel {kernel} is larger than the padded input {(h + 2 * ph, w + 2 * pw)} "
+            f"(input shape {tuple(input_shape)}, padding {padding})"
+        )
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+# ----------------------------------------------------------------------------- convolution
+
+def _check_conv(x, weight, bias, stride, padding, where):
+    x = check_float_array(x, where, ndim=4, layout="(N, C, H, W)")
+    weight = check_float_array(weight, where, ndim=4, what="weight", layout="(F, C, KH, KW)").astype(x.dtype, copy=False)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{where}: input has {x.shape[1]} channels (shape {x.shape}) but the weight expects "
+            f"{weight.shape[1]} (weight shape {weight.shape})"
+        )
+    if bias is not None:
+        bias = check_float_array(bias, where, ndim=1, what="bias").astype(x.dtype, copy=False)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"{where}: bias shape {bias.shape} does not match weight shape {weight.shape}")
+    stride = pair(stride, "stride", where, 1)
+    padding = pair(padding, "padding", where, 0)
+    out_hw = window_output_size(x.shape, weight.shape[2:], stride, padding, where)
+    return x, weight, bias, stride, padding, out_hw
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, where="conv2d"):
+    """2-D convolution of an NCHW batch: see :func:`nnscratch.reference.conv2d_forward`."""
+    x, weight, bias, stride, padding, _ = _check_conv(x, weight, bias, stride, padding, where)
+    return _backend.kernels().conv2d_forward(x, weight, bias, stride, padding)
+
+
+def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True, need_weight_grad=True, where="conv2d"):
+    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.conv2d_backward`."""
+    x, weight, _, stride, padding, out_hw = _check_conv(x, weight, None, stride, padding, where)
+    grad_y = _check_grad_output(grad_y, (x.shape[0], weight.shape[0]) + out_hw, where, x.dtype)
+    return _backend.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+def pool_geometry(input_shape, kernel, stride, padding, where):
+    """Validate pooling hyper-parameters for an NCHW ``input_shape``; ``stride=None`` means ``stride = kernel``
+    (PyTorch's default). Returns ``(kernel, stride, padding, (OH, OW))``."""
+    kernel = pair(kernel, "kernel_size", where, 1)
+    stride = kernel if stride is None else pair(stride, "stride", where, 1)
+    padding = pair(padding, "padding", where, 0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{where}: padding {padding} must be at most half of kernel_size {kernel}")
+    return kernel, stride, padding, window_output_size(input_shape, kernel, stride, padding, where)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, where="max_pool2d"):
+    """``(y, argmax)``: see :func:`nnscratch.reference.maxpool2d_forward`."""
+    x = check_float_array(x, where, ndim=4, layout="(N, C, H, W)")
+    kernel, stride, padding, _ = pool_geometry(x.shape, kernel_size, stride, padding, where)
+    return _backend.kernels().maxpool2d_forward(x, kernel, stride, padding)
+
+
+def max_pool2d_backward(grad_y, argmax, input_shape, where="max_pool2d"):
+    """Route each output gradient to its window's winner: see :func:`nnscratch.reference.maxpool2d_backward`."""
+    input_shape = tuple(int(s) for s in input_shape)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
+        raise TypeError(f"{where}: argmax must be the int64 array returned by the forward pass")
+    grad_y = _check_grad_output(grad_y, argmax.shape, where)
+    if len(input_shape) != 4 or argmax.shape[:2] != input_shape[:2]:
+        raise ValueError(f"{where}: argmax shape {argmax.shape} does not fit input shape {input_shape}")
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= input_shape[2] * input_shape[3]):
+        raise ValueError(f"{where}: argmax holds indices outside the {input_shape[2]}x{input_shape[3]} input plane")
+    return _backend.kernels().maxpool2d_backward(grad_y, np.ascontiguousarray(argmax), input_shape)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, where="avg_pool2d"):
+    """Average pooling: see :func:`nnscratch.reference.avgpool2d_forward`."""
+    x = check_float_array(x, where, ndim=4, layout="(N, C, H, W)")
+    kernel, stride, padding, _ = pool_geometry(x.shape, kernel_size, stride, padding, where)
+    return _backend.kernels().avgpool2d_forward(x, kernel, stride, padding)
+
+
+def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0, where="avg_pool2d"):
+    """Spread each output gradient over its window: see :func:`nnscratch.reference.avgpool2d_backward`."""
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 4:
+        raise ValueError(f"{where}: input_shape must be (N, C, H, W), got {input_shape}")
+    kernel, stride, padding, out_hw = pool_geometry(input_shape, kernel_size, stride, padding, where)
+    grad_y = _check_grad_output(grad_y, input_shape[:2] + out_hw, where)
+    return _backend.kernels().avgpool2d_backward(grad_y, input_shape, kernel, stride, padding)

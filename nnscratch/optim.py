@@ -1,0 +1,123 @@
+"""``SGD``: gradient descent of seed 3.3.4, ``θ ← θ - η ∇L(θ)``, with PyTorch's momentum update."""
+import numpy as np
+
+from .module import Parameter
+
+
+class SGD:
+    """Stochastic gradient descent, numerically the update of ``torch.optim.SGD``.
+
+    For each parameter θ with gradient ``g``:
+
+    .. math::
+        g &\\leftarrow g + λ θ                     &&\\text{(weight decay λ)} \\\\
+        b &\\leftarrow μ b + (1 - τ) g             &&\\text{(momentum μ, dampening τ; } b = g \\text{ at the first step)} \\\\
+        g &\\leftarrow g + μ b \\text{ if nesterov else } b \\\\
+        θ &\\leftarrow θ - η g
+
+    With ``momentum=0`` this is the seed's plain ``θ ← θ - η ∇L(θ)``.
+
+    ``params`` is an iterable of :class:`Parameter` or of dicts (parameter groups) such as
+    ``[{"params": body.parameters(), "lr": 1e-3}, {"params": head.parameters()}]``; a key
+    missing from a group takes the constructor's value. A parameter whose ``requires_grad``
+    is false at ``step()`` time is skipped entirely: its values, its momentum buffer and its
+    weight decay stay untouched, even if it was frozen after the optimizer was built.
+    """
+
+    DEFAULTS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        params = list(params)
+        if not params:
+            raise ValueError("SGD: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        seen = set()
+        for group in groups:
+            group = {**defaults, **group, "params": list(group["params"])}
+            self._check_group(group)
+            for param in group["params"]:
+                if not isinstance(param, Parameter):
+                    raise TypeError(f"SGD: expected Parameter objects, got {type(param).__name__}")
+                if id(param) in seen:
+                    raise ValueError("SGD: a parameter appears in more than one group")
+                seen.add(id(param))
+            self.param_groups.append(group)
+        self.state = {}  # id(param) -> {"momentum_buffer": array}
+
+    @staticmethod
+    def _check_group(group):
+        if group["lr"] < 0 or group["momentum"] < 0 or group["weight_decay"] < 0:
+            raise ValueError(f"SGD: lr, momentum and weight_decay must be >= 0, got {group['lr']}, "
+                             f"{group['momentum']}, {group['weight_decay']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
+
+    def parameters(self):
+        return (param for group in self.param_groups for param in group["params"])
+
+    def zero_grad(self):
+        """Forget the gradients of every parameter (``.grad = None``)."""
+        for param in self.parameters():
+            param.grad = None
+
+    def step(self):
+        """Apply one update to every parameter that requires a gradient and has one."""
+        for group in self.param_groups:
+            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+            for param in group["params"]:
+                if not param.requires_grad or param.grad is None:
+                    continue
+                grad = param.grad
+                if group["weight_decay"]:
+                    grad = grad + param.data.dtype.type(group["weight_decay"]) * param.data
+                if momentum:
+                    state = self.state.setdefault(id(param), {})
+                    buffer = state.get("momentum_buffer")
+                    if buffer is None:
+                        buffer = state["momentum_buffer"] = np.array(grad, copy=True)
+                    else:
+                        buffer *= buffer.dtype.type(momentum)
+                        buffer += buffer.dtype.type(1 - dampening) * grad
+                    grad = grad + buffer.dtype.type(momentum) * buffer if group["nesterov"] else buffer
+                param.data -= param.data.dtype.type(lr) * grad
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self):
+        """Hyper-parameters per group and momentum buffers keyed by the parameter's position
+        (0, 1, … over the groups in order), as PyTorch; arrays only, no objects."""
+        groups, state, position = [], {}, 0
+        for group in self.param_groups:
+            indices = list(range(position, position + len(group["params"])))
+            groups.append({**{k: group[k] for k in self.DEFAULTS}, "params": indices})
+            for index, param in zip(indices, group["params"]):
+                buffer = self.state.get(id(param), {}).get("momentum_buffer")
+                if buffer is not None:
+                    state[index] = {"momentum_buffer": buffer.copy()}
+            position += len(group["params"])
+        return {"param_groups": groups, "state": state}
+
+    def load_state_dict(self, state_dict):
+        """Restore what :meth:`state_dict` returned, onto the same parameters in the same order."""
+        groups = state_dict["param_groups"]
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("SGD.load_state_dict: the saved parameter groups do not match this optimizer's")
+        params = list(self.parameters())
+        for group, saved in zip(self.param_groups, groups):
+            group.update({k: saved[k] for k in self.DEFAULTS})
+        self.state = {}
+        for index, saved in state_dict["state"].items():
+            param = params[int(index)]
+            buffer = np.asarray(saved["momentum_buffer"])
+            if buffer.shape != param.shape:
+                raise ValueError(f"SGD.load_state_dict: momentum buffer {index} has shape {buffer.shape}, "
+                                 f"parameter has {param.shape}")
+            self.state[id(param)] = {"momentum_buffer": buffer.astype(param.dtype, copy=True)}
+
+    def __repr__(self):
+        lines = [f"SGD ({len(self.param_groups)} group{'s' * (len(self.param_groups) != 1)})"]
+        for i, group in enumerate(self.param_groups):
+            hyper = ", ".join(f"{k}={group[k]}" for k in self.DEFAULTS)
+            lines.append(f"  group {i}: {len(group['params'])} parameters, {hyper}")
+        return "\n".join(lines)

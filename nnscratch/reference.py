@@ -1,0 +1,189 @@
+"""The NumPy reference backend: every operation of the network, written as its formula.
+
+These functions are the definition of correctness in nnscratch. The compiled kernels in
+``nnscratch/_kernels.pyx`` have the same signatures and are tested equal to them; the
+layers call whichever backend is active through :mod:`nnscratch.ops`, which validates
+the arguments first. Here every argument is assumed valid: C-contiguous float32 or
+float64 arrays of matching dtype, ``stride`` and ``padding`` as ``(vertical, horizontal)``
+pairs.
+
+Shapes: inputs are NCHW, ``x[n, c, i, j]``; a convolution weight is ``w[f, c, p, q]``.
+With zero padding ``P`` and stride ``S`` the output height is ``(H + 2 P_h - K_h) // S_h + 1``
+(likewise the width).
+
+The loops below run over kernel offsets ``(p, q)`` only, never over pixels: each offset
+touches a whole strided slice of the batch at once.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def output_size(size, kernel, stride, padding):
+    """Output length along one axis: ``(size + 2 padding - kernel) // stride + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _pad(x, padding, value=0.0):
+    """Pad the two spatial axes of an NCHW array by ``padding = (ph, pw)`` with ``value``."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _windows(x_padded, kernel, stride):
+    """All pooling/convolution windows as a read-only view of shape (N, C, OH, OW, KH, KW).
+
+    ``windows[n, c, i, j, p, q] = x_padded[n, c, i*S_h + p, j*S_w + q]``: no data is copied.
+    """
+    sh, sw = stride
+    return sliding_window_view(x_padded, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def _offset_slice(p, q, out_hw, stride):
+    """Index of the input pixels that kernel offset (p, q) touches, one per output pixel:
+    rows ``p, p + S_h, ..., p + S_h (OH - 1)`` and the same for columns."""
+    (oh, ow), (sh, sw) = out_hw, stride
+    return (slice(None), slice(None), slice(p, p + sh * (oh - 1) + 1, sh), slice(q, q + sw * (ow - 1) + 1, sw))
+
+
+def _unpad(x_padded, padding):
+    ph, pw = padding
+    h, w = x_padded.shape[2:]
+    return x_padded[:, :, ph:h - ph, pw:w - pw]
+
+
+# ----------------------------------------------------------------------------- convolution
+
+def conv2d_forward(x, weight, bias, stride, padding):
+    """2-D convolution (cross-correlation, as in every deep-learning library), seed 3.3.1.
+
+    .. math::
+        y[n, f, i, j] = b[f] + \\sum_c \\sum_{p=0}^{K_h-1} \\sum_{q=0}^{K_w-1}
+                        x_{pad}[n, c, i S_h + p, j S_w + q] \\; w[f, c, p, q]
+
+    which, for one channel, stride 1 and no bias, is the seed's
+    ``y(i,j) = Σ_p Σ_q x(i+p, j+q)·k(p,q)``.
+
+    Parameters
+    ----------
+    x : ndarray (N, C, H, W)
+    weight : ndarray (F, C, K_h, K_w)
+    bias : ndarray (F,) or None
+    stride, padding : (int, int)
+
+    Returns
+    -------
+    y : ndarray (N, F, OH, OW)
+    """
+    windows = _windows(_pad(x, padding), weight.shape[2:], stride)
+    y = np.einsum("nchwpq,fcpq->nfhw", windows, weight, optimize=True)
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return np.ascontiguousarray(y)
+
+
+def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, need_weight_grad=True):
+    """Gradients of :func:`conv2d_forward` given ``grad_y = ∂L/∂y``.
+
+    Differentiating ``y[n,f,i,j] = Σ_{c,p,q} x_pad[n,c,iS_h+p,jS_w+q] w[f,c,p,q]``:
+
+    .. math::
+        \\frac{∂L}{∂w[f,c,p,q]} = \\sum_{n,i,j} \\frac{∂L}{∂y[n,f,i,j]} \\, x_{pad}[n,c,iS_h+p,jS_w+q]
+
+        \\frac{∂L}{∂x_{pad}[n,c,iS_h+p,jS_w+q]} \\mathrel{+}= \\sum_f \\frac{∂L}{∂y[n,f,i,j]} \\, w[f,c,p,q]
+
+    (an input pixel receives a contribution from every window that contains it), and
+    ``∂L/∂x`` is ``∂L/∂x_pad`` with the padding cut away. The bias gradient
+    ``Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` is left to the layer.
+
+    Returns
+    -------
+    (grad_x, grad_weight), each ``None`` when not asked for.
+    """
+    x_padded = _pad(x, padding)
+    grad_weight = None
+    if need_weight_grad:
+        windows = _windows(x_padded, weight.shape[2:], stride)
+        grad_weight = np.ascontiguousarray(np.einsum("nchwpq,nfhw->fcpq", windows, grad_y, optimize=True))
+    if not need_input_grad:
+        return None, grad_weight
+    grad_x_padded = np.zeros_like(x_padded)
+    kh, kw = weight.shape[2:]
+    for p in range(kh):
+        for q in range(kw):
+            contribution = np.einsum("nfhw,fc->nchw", grad_y, weight[:, :, p, q], optimize=True)
+            grad_x_padded[_offset_slice(p, q, grad_y.shape[2:], stride)] += contribution
+    return np.ascontiguousarray(_unpad(grad_x_padded, padding)), grad_weight
+
+
+# ----------------------------------------------------------------------------- max pooling
+
+def maxpool2d_forward(x, kernel, stride, padding):
+    """Max pooling, seed 3.3.2: ``y[n,c,i,j] = max_{p,q} x_pad[n, c, i S_h + p, j S_w + q]``.
+
+    Padding is by ``-inf`` so that it never wins. Tie rule: when several pixels of a
+    window hold the maximum, the first in row-major window order (smallest ``p``, then
+    smallest ``q``) is the one recorded, and only it receives the gradient (as PyTorch
+    does). A NaN in a window wins (NaN propagates).
+
+    Returns
+    -------
+    y : ndarray (N, C, OH, OW)
+    argmax : int64 ndarray (N, C, OH, OW)
+        For every output, the flat index ``h * W + w`` of the winning pixel in its
+        (unpadded) ``H × W`` input plane, as PyTorch's ``return_indices=True``.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (ph, pw) = kernel, padding
+    windows = _windows(_pad(x, padding, -np.inf), kernel, stride)
+    oh, ow = windows.shape[2:4]
+    flat = windows.reshape(n, c, oh, ow, kh * kw)
+    best = np.argmax(flat, axis=-1)  # first maximum; NaN counts as the maximum
+    y = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0]
+    # window offset (p, q) of the winner -> row and column in the unpadded input
+    rows = np.arange(oh)[:, None] * stride[0] + best // kw - ph
+    cols = np.arange(ow)[None, :] * stride[1] + best % kw - pw
+    return np.ascontiguousarray(y), (rows * w + cols).astype(np.int64)
+
+
+def maxpool2d_backward(grad_y, argmax, input_shape):
+    """Gradient of max pooling: each output's gradient goes to the pixel that won its window.
+
+    .. math::
+        \\frac{∂L}{∂x[n,c,k]} = \\sum_{(i,j):\\ argmax[n,c,i,j] = k} \\frac{∂L}{∂y[n,c,i,j]}
+
+    Overlapping windows that share a winner accumulate (``np.add.at`` sums repeated indices).
+    """
+    n, c, h, w = input_shape
+    grad_x = np.zeros((n * c, h * w), dtype=grad_y.dtype)
+    planes = np.arange(n * c)[:, None]
+    np.add.at(grad_x, (planes, argmax.reshape(n * c, -1)), grad_y.reshape(n * c, -1))
+    return grad_x.reshape(input_shape)
+
+
+# ----------------------------------------------------------------------------- average pooling
+
+def avgpool2d_forward(x, kernel, stride, padding):
+    """Average pooling, seed 3.3.2: ``y[n,c,i,j] = 1/(K_h K_w) Σ_{p,q} x_pad[n, c, i S_h + p, j S_w + q]``.
+
+    Zero padding counts in the denominator (PyTorch's default ``count_include_pad=True``).
+    """
+    windows = _windows(_pad(x, padding), kernel, stride)
+    return np.ascontiguousarray(windows.mean(axis=(4, 5), dtype=x.dtype))
+
+
+def avgpool2d_backward(grad_y, input_shape, kernel, stride, padding):
+    """Gradient of average pooling: every pixel of a window receives ``∂L/∂y / (K_h K_w)``.
+
+    .. math::
+        \\frac{∂L}{∂x_{pad}[n,c,iS_h+p,jS_w+q]} \\mathrel{+}= \\frac{1}{K_h K_w} \\frac{∂L}{∂y[n,c,i,j]}
+    """
+    n, c, h, w = input_shape
+    (kh, kw), (ph, pw) = kernel, padding
+    grad_x_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_y.dtype)
+    share = grad_y / (kh * kw)
+    for p in range(kh):
+        for q in range(kw):
+            grad_x_padded[_offset_slice(p, q, grad_y.shape[2:], stride)] += share
+    return np.ascontiguousarray(_unpad(grad_x_padded, padding))

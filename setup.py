@@ -1,0 +1,66 @@
+"""Build the compiled kernels ``nnscratch._kernels`` from ``nnscratch/_kernels.pyx``.
+
+OpenMP is used when the C compiler accepts ``-fopenmp``; otherwise the kernels
+are built serial (``prange`` then runs as a plain loop) and still release the GIL.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def _openmp_flags():
+    """Return (compile_args, link_args) for OpenMP, or ([], []) if unsupported."""
+    if os.environ.get("NNSCRATCH_NO_OPENMP"):
+        return [], []
+    if sys.platform == "win32":
+        return ["/openmp"], []
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler.split()[0]) is None:
+        return [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as f:
+            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
+        result = subprocess.run(
+            compiler.split() + ["-fopenmp", source, "-o", os.path.join(tmp, "probe")],
+            capture_output=True,
+        )
+    if result.returncode != 0:
+        print("nnscratch: the compiler does not support OpenMP; building serial kernels")
+        return [], []
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+compile_args, link_args = _openmp_flags()
+if sys.platform != "win32":
+    compile_args = compile_args + ["-O3"]
+
+extensions = [
+    Extension(
+        "nnscratch._kernels",
+        ["nnscratch/_kernels.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    )
+)
