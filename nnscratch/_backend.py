@@ -91,8 +91,26 @@ def get_num_threads():
     return _num_threads
 
 
+def _single_threaded_kernel_blas():
+    """The compiled kernels call scipy's BLAS (``cython_blas``) from inside their own threads, so that
+    BLAS must not start threads of its own: set it to one thread. Only the library scipy loaded is
+    changed, not numpy's, unless the two share one library (a system OpenBLAS), in which case
+    numpy's matrix products become single-threaded too."""
+    import scipy
+    from threadpoolctl import ThreadpoolController
+
+    scipy_dir = os.path.dirname(os.path.abspath(scipy.__file__))
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    scipy_places = (scipy_dir + os.sep, scipy_dir + ".libs" + os.sep)  # the package, or its wheel's bundled libraries
+    scipy_blas = [lib for lib in blas if os.path.abspath(lib.filepath).startswith(scipy_places)] or blas
+    for lib in scipy_blas:
+        lib.set_num_threads(1)
+
+
 def _initialize():
     requested = os.environ.get("NNSCRATCH_BACKEND", "").strip()
+    if _kernels is not None:
+        _single_threaded_kernel_blas()
     if requested:
         set_backend(requested)
     elif _kernels is not None:

@@ -9,16 +9,20 @@ splits the batch (or the batch × channel planes) across OpenMP threads with ``p
 Every output element is written by exactly one thread, in a fixed order, so results
 are bit-identical from run to run for a given thread count.
 
-Convolution is lowered to one matrix product (im2col): the windows of the whole batch
-are copied into ``cols[k, n*P + i*OW + j]`` with ``k = (c*KH + p)*KW + q`` and
-``P = OH*OW``, then ``y = W_mat @ cols`` with ``W_mat = weight.reshape(F, K)``. That is
-the formula of :func:`nnscratch.reference.conv2d_forward` with the sum over (c, p, q)
-done by BLAS.
+Convolution is lowered to matrix products one image at a time (im2col): thread ``t``
+copies the windows of image ``n`` into its own buffer ``cols[k, i*OW + j]`` with
+``k = (c*KH + p)*KW + q`` (``K × P``, ``P = OH*OW``, small enough to stay in cache), then
+``y[n] = W_mat @ cols`` with ``W_mat = weight.reshape(F, K)``, written straight into the
+NCHW output. That is the formula of :func:`nnscratch.reference.conv2d_forward` with the
+sum over (c, p, q) done by a single-threaded BLAS call (scipy's ``cython_blas``); the
+parallelism is ours, over images, so one pool of threads owns the cores (a multi-threaded
+BLAS inside or beside OpenMP loops makes the two pools fight for them).
 """
 import numpy as np
 cimport cython
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cdef int _num_threads = 1
 
@@ -33,11 +37,6 @@ def get_num_threads():
     return _num_threads
 
 
-def openmp_enabled():
-    """True when the extension was compiled with OpenMP."""
-    return _OPENMP
-
-
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -48,272 +47,394 @@ cdef extern from *:
     """
     int NNSCRATCH_OPENMP
 
-_OPENMP = bool(NNSCRATCH_OPENMP)
+OPENMP = bool(NNSCRATCH_OPENMP)
 
 
-# ----------------------------------------------------------------------------- im2col / col2im
+cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                       const floating* a, int lda, const floating* b, int ldb, floating beta,
+                       floating* c, int ldc) noexcept nogil:
+    """Row-major ``C (m×n) = alpha · op(A) op(B) + beta · C`` with ``op(A)`` m×k, ``op(B)`` k×n;
+    ``lda``, ``ldb``, ``ldc`` are row strides. BLAS is column-major, where a row-major matrix
+    reads as its transpose, so it computes ``Cᵀ = op(B)ᵀ op(A)ᵀ``: the operands swap."""
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef char ta = b'T' if trans_a else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)
 
-cdef void _im2col_image(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssize_t n,
+
+cdef int _threads_for(Py_ssize_t work) noexcept:
+    """No more threads than independent pieces of work."""
+    return <int> max(1, min(_num_threads, work))
+
+
+# ----------------------------------------------------------------------------- matrix product
+
+def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
+            bint trans_a, bint trans_b):
+    """``c = op(a) @ op(b)``, the rows of ``c`` split in contiguous blocks across threads."""
+    cdef int m = c.shape[0], n = c.shape[1]
+    cdef int k = a.shape[0] if trans_a else a.shape[1]
+    cdef int nt = _threads_for(m), t, r0, r1
+    cdef const floating* a_block
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        c[:, :] = 0
+        return
+    with nogil:
+        for t in prange(nt, schedule="static", num_threads=nt):
+            r0 = (m * t) // nt
+            r1 = (m * (t + 1)) // nt
+            if r1 > r0:
+                # rows r0..r1 of op(a): rows of a, or (transposed) columns of a
+                a_block = &a[0, r0] if trans_a else &a[r0, 0]
+                _gemm(trans_a, trans_b, r1 - r0, n, k, 1, a_block, a.shape[1], &b[0, 0], b.shape[1],
+                      0, &c[r0, 0], c.shape[1])
+
+
+def linear_forward(x, weight, bias):
+    """Compiled :func:`nnscratch.reference.linear_forward`: ``y = x Wᵀ + b``."""
+    y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+    _matmul(x, weight, y, False, True)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True):
+    """Compiled :func:`nnscratch.reference.linear_backward`: ``(∂L/∂y) W`` and ``(∂L/∂y)ᵀ x``."""
+    grad_x = grad_weight = None
+    if need_weight_grad:
+        grad_weight = np.empty_like(weight)
+        _matmul(grad_y, x, grad_weight, True, False)
+    if need_input_grad:
+        grad_x = np.empty_like(x)
+        _matmul(grad_y, weight, grad_x, False, False)
+    return grad_x, grad_weight
+
+
+# ----------------------------------------------------------------------------- convolution
+#
+# The per-image and per-plane work is written as plain C functions over raw pointers
+# (C-contiguous arrays, so ``x[c, h, w]`` is ``x[(c*H + h)*W + w]``); the ``prange``
+# loops that call them only hand out images or planes to threads.
+
+cdef inline void _valid_columns(Py_ssize_t ow, Py_ssize_t W, int sw, Py_ssize_t offset,
+                                Py_ssize_t* j_lo, Py_ssize_t* j_hi) noexcept nogil:
+    """Output columns j whose input column ``j*sw + offset`` lies inside ``[0, W)``: ``[j_lo, j_hi)``."""
+    cdef Py_ssize_t lo = 0, hi = ow
+    if offset < 0:
+        lo = (-offset + sw - 1) // sw
+    if (ow - 1) * sw + offset >= W:
+        hi = (W - 1 - offset) // sw + 1 if W - 1 - offset >= 0 else 0
+    j_lo[0] = min(lo, ow)
+    j_hi[0] = max(hi, j_lo[0])
+
+
+cdef void _im2col_image(const floating* x, floating* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                         int kh, int kw, int sh, int sw, int ph, int pw,
                         Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """cols[(c*KH + p)*KW + q, n*P + i*OW + j] = x_pad[n, c, i*sh + p, j*sw + q] for one image n."""
-    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t c, p, q, i, j, k, row, col, base = n * oh * ow
+    """``cols[(c*KH + p)*KW + q, i*OW + j] = x_pad[c, i*sh + p, j*sw + q]`` for one image ``x`` (C, H, W)."""
+    cdef Py_ssize_t c, p, q, i, j, row, j_lo, j_hi, P = oh * ow
+    cdef floating* out
+    cdef const floating* src
     for c in range(C):
         for p in range(kh):
             for q in range(kw):
-                k = (c * kh + p) * kw + q
+                out = cols + ((c * kh + p) * kw + q) * P
+                _valid_columns(ow, W, sw, q - pw, &j_lo, &j_hi)
                 for i in range(oh):
                     row = i * sh + p - ph
-                    col = base + i * ow
                     if row < 0 or row >= H:
                         for j in range(ow):
-                            cols[k, col + j] = 0
+                            out[i * ow + j] = 0
                         continue
-                    for j in range(ow):
-                        if 0 <= j * sw + q - pw < W:
-                            cols[k, col + j] = x[n, c, row, j * sw + q - pw]
-                        else:
-                            cols[k, col + j] = 0
+                    src = x + (c * H + row) * W + q - pw
+                    for j in range(j_lo):
+                        out[i * ow + j] = 0
+                    for j in range(j_lo, j_hi):
+                        out[i * ow + j] = src[j * sw]
+                    for j in range(j_hi, ow):
+                        out[i * ow + j] = 0
 
 
-cdef void _col2im_image(const floating[:, ::1] cols, floating[:, :, :, ::1] grad_x, Py_ssize_t n,
+cdef void _col2im_image(const floating* cols, floating* grad_x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                         int kh, int kw, int sh, int sw, int ph, int pw,
                         Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """The adjoint of _im2col_image: grad_x[n, c, i*sh+p-ph, j*sw+q-pw] += cols[k, n*P + i*OW + j]."""
-    cdef Py_ssize_t C = grad_x.shape[1], H = grad_x.shape[2], W = grad_x.shape[3]
-    cdef Py_ssize_t c, p, q, i, j, k, row, colx, base = n * oh * ow
-    for c in range(C):
-        for row in range(H):
-            for colx in range(W):
-                grad_x[n, c, row, colx] = 0
+    """The adjoint of ``_im2col_image``: ``grad_x[c, i*sh+p-ph, j*sw+q-pw] += cols[k, i*OW + j]``
+    (``grad_x`` is overwritten)."""
+    cdef Py_ssize_t c, p, q, i, j, row, j_lo, j_hi, P = oh * ow
+    cdef const floating* src
+    cdef floating* dst
+    for i in range(C * H * W):
+        grad_x[i] = 0
     for c in range(C):
         for p in range(kh):
             for q in range(kw):
-                k = (c * kh + p) * kw + q
+                src = cols + ((c * kh + p) * kw + q) * P
+                _valid_columns(ow, W, sw, q - pw, &j_lo, &j_hi)
                 for i in range(oh):
                     row = i * sh + p - ph
                     if row < 0 or row >= H:
                         continue
-                    for j in range(ow):
-                        colx = j * sw + q - pw
-                        if 0 <= colx < W:
-                            grad_x[n, c, row, colx] += cols[k, base + i * ow + j]
+                    dst = grad_x + (c * H + row) * W + q - pw
+                    for j in range(j_lo, j_hi):
+                        dst[j * sw] += src[i * ow + j]
 
 
-def _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, int kh, int kw,
-            int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
-    cdef Py_ssize_t n
-    with nogil:
-        for n in prange(x.shape[0], schedule="static", num_threads=_num_threads):
-            _im2col_image(x, cols, n, kh, kw, sh, sw, ph, pw, oh, ow)
+def _conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[::1] bias,
+                  bint has_bias, floating[:, :, ::1] y, floating[:, :, ::1] cols,
+                  int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
+    """Per image n: ``cols = im2col(x[n])``; ``y[n] = wmat @ cols (+ bias)``. ``cols[t]`` is thread t's buffer."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, n
+    cdef int nt = cols.shape[0], t
+    with nogil, parallel(num_threads=nt):
+        t = threadid()
+        for n in prange(N, schedule="static"):
+            _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+            _gemm(False, False, F, P, K, 1, &wmat[0, 0], K, &cols[t, 0, 0], P, 0, &y[n, 0, 0], P)
+            if has_bias:
+                _add_row_bias(&y[n, 0, 0], &bias[0], F, P)
 
 
-def _col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] grad_x, int kh, int kw,
-            int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
-    cdef Py_ssize_t n
-    with nogil:
-        for n in prange(grad_x.shape[0], schedule="static", num_threads=_num_threads):
-            _col2im_image(cols, grad_x, n, kh, kw, sh, sw, ph, pw, oh, ow)
+cdef void _add_row_bias(floating* y, const floating* bias, Py_ssize_t rows, Py_ssize_t length) noexcept nogil:
+    """``y[r, :] += bias[r]`` for a (rows, length) block."""
+    cdef Py_ssize_t r, i
+    cdef floating b
+    for r in range(rows):
+        b = bias[r]
+        for i in range(length):
+            y[r * length + i] += b
 
 
-def _fold_output(const floating[:, ::1] out, floating[:, :, ::1] y, bias):
-    """y[n, f, p] = out[f, n*P + p] (+ bias[f]): from the GEMM's layout back to NCHW."""
-    cdef Py_ssize_t N = y.shape[0], F = y.shape[1], P = y.shape[2], n, f, p
-    cdef const floating[::1] b
-    cdef bint has_bias = bias is not None
-    cdef floating shift
-    if has_bias:
-        b = bias
-    with nogil:
-        for n in prange(N, schedule="static", num_threads=_num_threads):
-            for f in range(F):
-                shift = b[f] if has_bias else 0
-                for p in range(P):
-                    y[n, f, p] = out[f, n * P + p] + shift
-
-
-def _unfold_output(const floating[:, :, ::1] grad_y, floating[:, ::1] g):
-    """g[f, n*P + p] = grad_y[n, f, p]: the inverse of _fold_output."""
-    cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1], P = grad_y.shape[2], n, f, p
-    with nogil:
-        for n in prange(N, schedule="static", num_threads=_num_threads):
-            for f in range(F):
-                for p in range(P):
-                    g[f, n * P + p] = grad_y[n, f, p]
+def _conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[:, :, ::1] grad_y,
+                   floating[:, :, :, ::1] grad_x, floating[:, :, ::1] grad_w_parts,
+                   floating[:, :, ::1] cols, bint need_input_grad, bint need_weight_grad,
+                   int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
+    """Per image n, on thread t: ``grad_w_parts[t] += grad_y[n] @ im2col(x[n])ᵀ`` and
+    ``grad_x[n] = col2im(wmatᵀ @ grad_y[n])``. The caller sums ``grad_w_parts`` over t."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, n
+    cdef int nt = cols.shape[0], t
+    with nogil, parallel(num_threads=nt):
+        t = threadid()
+        for n in prange(N, schedule="static"):
+            if need_weight_grad:
+                _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+                _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0, 0], P,
+                      1, &grad_w_parts[t, 0, 0], K)
+            if need_input_grad:
+                _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &cols[t, 0, 0], P)
+                _col2im_image(&cols[t, 0, 0], &grad_x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
 
 
 def _geometry(x, weight, stride, padding):
+    """(K, OH, OW, threads) of a convolution: ``K = C·KH·KW`` rows per im2col buffer."""
     n, c, h, w = x.shape
     kh, kw = weight.shape[2], weight.shape[3]
     oh = (h + 2 * padding[0] - kh) // stride[0] + 1
     ow = (w + 2 * padding[1] - kw) // stride[1] + 1
-    return n, c * kh * kw, oh, ow
-
-
-def _columns(x, weight, stride, padding):
-    n, k, oh, ow = _geometry(x, weight, stride, padding)
-    cols = np.empty((k, n * oh * ow), dtype=x.dtype)
-    _im2col(x, cols, weight.shape[2], weight.shape[3], stride[0], stride[1],
-            padding[0], padding[1], oh, ow)
-    return cols
+    return c * kh * kw, oh, ow, _threads_for(n)
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
-    """Compiled :func:`nnscratch.reference.conv2d_forward`: im2col, one GEMM, fold to NCHW."""
-    n, k, oh, ow = _geometry(x, weight, stride, padding)
-    f = weight.shape[0]
-    out = weight.reshape(f, k) @ _columns(x, weight, stride, padding)
+    """Compiled :func:`nnscratch.reference.conv2d_forward`: per image, im2col then one GEMM."""
+    k, oh, ow, nt = _geometry(x, weight, stride, padding)
+    n, f = x.shape[0], weight.shape[0]
     y = np.empty((n, f, oh * ow), dtype=x.dtype)
-    _fold_output(out, y, bias)
+    if y.size == 0:
+        return y.reshape(n, f, oh, ow)
+    cols = np.empty((nt, k, oh * ow), dtype=x.dtype)
+    has_bias = bias is not None
+    _conv_forward(x, weight.reshape(f, k), bias if has_bias else np.zeros(f, x.dtype), has_bias, y, cols,
+                  weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1], oh, ow)
     return y.reshape(n, f, oh, ow)
 
 
 def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, need_weight_grad=True):
     """Compiled :func:`nnscratch.reference.conv2d_backward`.
 
-    ``grad_W = G @ cols^T`` and ``grad_cols = W_mat^T @ G`` with ``G[f, n*P + p] = grad_y[n, f, p]``;
-    col2im then sums every window's share back onto the input pixels.
+    ``∂L/∂W_mat = Σ_n grad_y[n] @ im2col(x[n])ᵀ`` and ``∂L/∂x[n] = col2im(W_matᵀ @ grad_y[n])``:
+    col2im sums every window's share back onto the input pixels it came from.
     """
-    n, k, oh, ow = _geometry(x, weight, stride, padding)
-    f = weight.shape[0]
-    g = np.empty((f, n * oh * ow), dtype=x.dtype)
-    _unfold_output(grad_y.reshape(n, f, oh * ow), g)
-    grad_weight = None
-    if need_weight_grad:
-        grad_weight = (g @ _columns(x, weight, stride, padding).T).reshape(weight.shape)
-    if not need_input_grad:
-        return None, grad_weight
-    grad_cols = weight.reshape(f, k).T @ g
-    grad_x = np.empty_like(x)
-    _col2im(np.ascontiguousarray(grad_cols), grad_x, weight.shape[2], weight.shape[3],
-            stride[0], stride[1], padding[0], padding[1], oh, ow)
+    k, oh, ow, nt = _geometry(x, weight, stride, padding)
+    n, f = x.shape[0], weight.shape[0]
+    grad_x = np.zeros_like(x) if need_input_grad else None
+    parts = np.zeros((nt, f, k), dtype=x.dtype) if need_weight_grad else None
+    if n > 0 and (need_input_grad or need_weight_grad):
+        cols = np.empty((nt, k, oh * ow), dtype=x.dtype)
+        _conv_backward(x, weight.reshape(f, k), grad_y.reshape(n, f, oh * ow),
+                       grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
+                       parts if need_weight_grad else np.empty((1, 1, 1), x.dtype), cols,
+                       need_input_grad, need_weight_grad,
+                       weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1], oh, ow)
+    grad_weight = parts.sum(axis=0).reshape(weight.shape) if need_weight_grad else None
     return grad_x, grad_weight
 
 
-# ----------------------------------------------------------------------------- max pooling
+# ----------------------------------------------------------------------------- pooling
+#
+# Pooling works plane by plane: an (n, c) pair is one H × W plane, and planes are independent.
+
+cdef inline void _window_range(Py_ssize_t start, int k, Py_ssize_t size, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Offsets ``[lo, hi)`` of a length-``k`` window starting at ``start`` that fall inside ``[0, size)``."""
+    lo[0] = -start if start < 0 else 0
+    hi[0] = size - start if start + k > size else k
+
+
+cdef void _maxpool_plane(const floating* x, floating* y, long long* argmax, Py_ssize_t H, Py_ssize_t W,
+                         Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
+    """``y[i, j] = max`` over the window at ``(i*sh - ph, j*sw - pw)``; ``argmax`` its flat index ``row*W + col``.
+    The first maximum in row-major window order wins; a NaN wins over any number. The comparison is
+    branch-free (selects, not jumps): on real data the winner is unpredictable."""
+    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi, at, best_at
+    cdef floating best, v
+    cdef bint take
+    for i in range(oh):
+        r0 = i * sh - ph
+        _window_range(r0, kh, H, &p_lo, &p_hi)
+        for j in range(ow):
+            c0 = j * sw - pw
+            _window_range(c0, kw, W, &q_lo, &q_hi)
+            best_at = (r0 + p_lo) * W + c0 + q_lo
+            best = x[best_at]
+            for p in range(p_lo, p_hi):
+                for q in range(q_lo, q_hi):
+                    at = (r0 + p) * W + c0 + q
+                    v = x[at]
+                    take = (v > best) | ((v != v) & (best == best))
+                    best = v if take else best
+                    best_at = at if take else best_at
+            y[i * ow + j] = best
+            argmax[i * ow + j] = best_at
+
+
+cdef void _maxpool_plane_backward(const floating* grad_y, const long long* argmax, floating* grad_x,
+                                  Py_ssize_t hw, Py_ssize_t outputs) noexcept nogil:
+    """``grad_x[argmax[o]] += grad_y[o]`` over one plane (``grad_x`` overwritten)."""
+    cdef Py_ssize_t o
+    for o in range(hw):
+        grad_x[o] = 0
+    for o in range(outputs):
+        grad_x[argmax[o]] += grad_y[o]
+
+
+cdef void _avgpool_plane(const floating* x, floating* y, Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow,
+                         int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
+    """``y[i, j] = (Σ over the window) / (kh·kw)``; padding pixels count as zeros."""
+    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi
+    cdef floating total, area = kh * kw
+    for i in range(oh):
+        r0 = i * sh - ph
+        _window_range(r0, kh, H, &p_lo, &p_hi)
+        for j in range(ow):
+            c0 = j * sw - pw
+            _window_range(c0, kw, W, &q_lo, &q_hi)
+            total = 0
+            for p in range(p_lo, p_hi):
+                for q in range(q_lo, q_hi):
+                    total = total + x[(r0 + p) * W + c0 + q]
+            y[i * ow + j] = total / area
+
+
+cdef void _avgpool_plane_backward(const floating* grad_y, floating* grad_x, Py_ssize_t H, Py_ssize_t W,
+                                  Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw,
+                                  int ph, int pw) noexcept nogil:
+    """Every pixel of window (i, j) receives ``grad_y[i, j] / (kh·kw)`` (``grad_x`` overwritten)."""
+    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi
+    cdef floating share, area = kh * kw
+    for i in range(H * W):
+        grad_x[i] = 0
+    for i in range(oh):
+        r0 = i * sh - ph
+        _window_range(r0, kh, H, &p_lo, &p_hi)
+        for j in range(ow):
+            c0 = j * sw - pw
+            _window_range(c0, kw, W, &q_lo, &q_hi)
+            share = grad_y[i * ow + j] / area
+            for p in range(p_lo, p_hi):
+                for q in range(q_lo, q_hi):
+                    grad_x[(r0 + p) * W + c0 + q] += share
+
 
 def _maxpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long long[:, :, ::1] argmax,
-                     int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t ow):
-    """Planes are (n, c) pairs flattened; x is (planes, H, W), y and argmax (planes, OH, OW)."""
-    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t oh = y.shape[1], s, i, j, p, q, row, col, best_at
-    cdef floating best, v
+                     int kh, int kw, int sh, int sw, int ph, int pw):
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2], oh = y.shape[1], ow = y.shape[2], s
+    cdef int nt = _threads_for(planes)
     with nogil:
-        for s in prange(planes, schedule="static", num_threads=_num_threads):
-            for i in range(oh):
-                for j in range(ow):
-                    best_at = -1
-                    best = 0
-                    for p in range(kh):
-                        row = i * sh + p - ph
-                        if row < 0 or row >= H:
-                            continue
-                        for q in range(kw):
-                            col = j * sw + q - pw
-                            if col < 0 or col >= W:
-                                continue
-                            v = x[s, row, col]
-                            # first maximum wins; a NaN wins over any number (NaN propagates)
-                            if best_at < 0 or v > best or (v != v and best == best):
-                                best = v
-                                best_at = row * W + col
-                    y[s, i, j] = best
-                    argmax[s, i, j] = best_at
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _maxpool_plane(&x[s, 0, 0], &y[s, 0, 0], &argmax[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
 
 
 def _maxpool_backward(const floating[:, ::1] grad_y, const long long[:, ::1] argmax, floating[:, ::1] grad_x):
-    """grad_x[s, argmax[s, o]] += grad_y[s, o]; planes s split across threads."""
-    cdef Py_ssize_t planes = grad_x.shape[0], HW = grad_x.shape[1], O = grad_y.shape[1], s, o
+    cdef Py_ssize_t planes = grad_x.shape[0], hw = grad_x.shape[1], outputs = grad_y.shape[1], s
+    cdef int nt = _threads_for(planes)
     with nogil:
-        for s in prange(planes, schedule="static", num_threads=_num_threads):
-            for o in range(HW):
-                grad_x[s, o] = 0
-            for o in range(O):
-                grad_x[s, argmax[s, o]] += grad_y[s, o]
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _maxpool_plane_backward(&grad_y[s, 0], &argmax[s, 0], &grad_x[s, 0], hw, outputs)
+
+
+def _avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw):
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2], oh = y.shape[1], ow = y.shape[2], s
+    cdef int nt = _threads_for(planes)
+    with nogil:
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _avgpool_plane(&x[s, 0, 0], &y[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+
+
+def _avgpool_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad_x,
+                      int kh, int kw, int sh, int sw, int ph, int pw):
+    cdef Py_ssize_t planes = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
+    cdef Py_ssize_t oh = grad_y.shape[1], ow = grad_y.shape[2], s
+    cdef int nt = _threads_for(planes)
+    with nogil:
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _avgpool_plane_backward(&grad_y[s, 0, 0], &grad_x[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+
+
+def _pool_output(x, kernel, stride, padding):
+    n, c, h, w = x.shape
+    return n, c, (h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
 
 
 def maxpool2d_forward(x, kernel, stride, padding):
     """Compiled :func:`nnscratch.reference.maxpool2d_forward` (same tie rule, same indices)."""
-    n, c, h, w = x.shape
-    oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    ow = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    n, c, oh, ow = _pool_output(x, kernel, stride, padding)
     y = np.empty((n * c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n * c, oh, ow), dtype=np.int64)
-    _maxpool_forward(x.reshape(n * c, h, w), y, argmax, kernel[0], kernel[1],
-                     stride[0], stride[1], padding[0], padding[1], ow)
+    if y.size:
+        _maxpool_forward(x.reshape(n * c, x.shape[2], x.shape[3]), y, argmax, kernel[0], kernel[1],
+                         stride[0], stride[1], padding[0], padding[1])
     return y.reshape(n, c, oh, ow), argmax.reshape(n, c, oh, ow)
 
 
 def maxpool2d_backward(grad_y, argmax, input_shape):
     """Compiled :func:`nnscratch.reference.maxpool2d_backward`."""
     n, c, h, w = input_shape
-    grad_x = np.empty((n * c, h * w), dtype=grad_y.dtype)
-    _maxpool_backward(grad_y.reshape(n * c, -1), argmax.reshape(n * c, -1), grad_x)
+    grad_x = np.zeros((n * c, h * w), dtype=grad_y.dtype)
+    if grad_y.size:
+        _maxpool_backward(grad_y.reshape(n * c, -1), argmax.reshape(n * c, -1), grad_x)
     return grad_x.reshape(input_shape)
-
-
-# ----------------------------------------------------------------------------- average pooling
-
-def _avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
-                     int kh, int kw, int sh, int sw, int ph, int pw):
-    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t oh = y.shape[1], ow = y.shape[2], s, i, j, p, q, row, col
-    cdef floating total, area = kh * kw
-    with nogil:
-        for s in prange(planes, schedule="static", num_threads=_num_threads):
-            for i in range(oh):
-                for j in range(ow):
-                    total = 0
-                    for p in range(kh):
-                        row = i * sh + p - ph
-                        if row < 0 or row >= H:
-                            continue
-                        for q in range(kw):
-                            col = j * sw + q - pw
-                            if 0 <= col < W:
-                                total = total + x[s, row, col]
-                    y[s, i, j] = total / area
-
-
-def _avgpool_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad_x,
-                      int kh, int kw, int sh, int sw, int ph, int pw):
-    cdef Py_ssize_t planes = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
-    cdef Py_ssize_t oh = grad_y.shape[1], ow = grad_y.shape[2], s, i, j, p, q, row, col
-    cdef floating share, area = kh * kw
-    with nogil:
-        for s in prange(planes, schedule="static", num_threads=_num_threads):
-            for row in range(H):
-                for col in range(W):
-                    grad_x[s, row, col] = 0
-            for i in range(oh):
-                for j in range(ow):
-                    share = grad_y[s, i, j] / area
-                    for p in range(kh):
-                        row = i * sh + p - ph
-                        if row < 0 or row >= H:
-                            continue
-                        for q in range(kw):
-                            col = j * sw + q - pw
-                            if 0 <= col < W:
-                                grad_x[s, row, col] += share
 
 
 def avgpool2d_forward(x, kernel, stride, padding):
     """Compiled :func:`nnscratch.reference.avgpool2d_forward` (padding counts in the mean)."""
-    n, c, h, w = x.shape
-    oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    ow = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    n, c, oh, ow = _pool_output(x, kernel, stride, padding)
     y = np.empty((n * c, oh, ow), dtype=x.dtype)
-    _avgpool_forward(x.reshape(n * c, h, w), y, kernel[0], kernel[1], stride[0], stride[1],
-                     padding[0], padding[1])
+    if y.size:
+        _avgpool_forward(x.reshape(n * c, x.shape[2], x.shape[3]), y, kernel[0], kernel[1],
+                         stride[0], stride[1], padding[0], padding[1])
     return y.reshape(n, c, oh, ow)
 
 
 def avgpool2d_backward(grad_y, input_shape, kernel, stride, padding):
     """Compiled :func:`nnscratch.reference.avgpool2d_backward`."""
     n, c, h, w = input_shape
-    grad_x = np.empty((n * c, h, w), dtype=grad_y.dtype)
-    _avgpool_backward(grad_y.reshape(n * c, grad_y.shape[2], grad_y.shape[3]), grad_x,
-                      kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1])
+    grad_x = np.zeros((n * c, h, w), dtype=grad_y.dtype)
+    if grad_y.size:
+        _avgpool_backward(grad_y.reshape(n * c, grad_y.shape[2], grad_y.shape[3]), grad_x,
+                          kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1])
     return grad_x.reshape(input_shape)

@@ -8,7 +8,8 @@ from .module import Module, Parameter
 class Dense(Module):
     """Fully connected layer: ``y = x Wᵀ + b``, i.e. ``y[n, o] = b[o] + Σ_i x[n, i] W[o, i]``.
 
-    Backward: ``∂L/∂W = (∂L/∂y)ᵀ x``, ``∂L/∂b = Σ_n ∂L/∂y[n]``, ``∂L/∂x = (∂L/∂y) W``.
+    Backward: ``∂L/∂W = (∂L/∂y)ᵀ x``, ``∂L/∂b = Σ_n ∂L/∂y[n]``, ``∂L/∂x = (∂L/∂y) W``
+    (see :func:`nnscratch.reference.linear_forward`; the active backend computes them).
 
     ``weight`` has shape (out_features, in_features), as PyTorch's ``Linear``, so state dicts
     carry over unchanged. Input: (N, in_features).
@@ -29,31 +30,22 @@ class Dense(Module):
         return f"{self.in_features}, {self.out_features}" + ("" if self.bias is not None else ", bias=False")
 
     def forward(self, x):
-        x = ops.check_float_array(x, self._where(), ndim=2, layout="(N, in_features)")
-        if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"{self._where()}: input has {x.shape[1]} features (shape {x.shape}) but the layer expects "
-                f"{self.in_features} (weight shape {self.weight.shape})"
-            )
-        y = x @ self.weight.data.T.astype(x.dtype, copy=False)
-        if self.bias is not None:
-            y += self.bias.data.astype(x.dtype, copy=False)
+        bias = None if self.bias is None else self.bias.data
+        y = ops.linear(x, self.weight.data, bias, where=self._where())
         self._input = x
         return y
 
     def backward(self, grad_output, need_input_grad=True):
         x = self._saved("_input")
-        grad_output = ops.check_float_array(grad_output, self._where(), ndim=2, what="grad_output")
-        if grad_output.shape != (x.shape[0], self.out_features):
-            raise ValueError(f"{self._where()}: grad_output has shape {grad_output.shape}, "
-                             f"expected {(x.shape[0], self.out_features)}")
-        if self.weight.requires_grad:
-            self.weight.accumulate_grad(grad_output.T @ x)
+        grad_x, grad_weight = ops.linear_backward(
+            x, self.weight.data, grad_output, need_input_grad=need_input_grad,
+            need_weight_grad=self.weight.requires_grad, where=self._where(),
+        )
+        if grad_weight is not None:
+            self.weight.accumulate_grad(grad_weight)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(grad_output.sum(axis=0))
-        if not need_input_grad:
-            return None
-        return grad_output @ self.weight.data.astype(grad_output.dtype, copy=False)
+            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=0))
+        return grad_x
 
 
 Linear = Dense

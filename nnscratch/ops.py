@@ -66,6 +66,36 @@ def window_output_size(input_shape, kernel, stride, padding, where):
     return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
+# ----------------------------------------------------------------------------- dense
+
+def _check_linear(x, weight, where):
+    x = check_float_array(x, where, ndim=2, layout="(N, in_features)")
+    weight = check_float_array(weight, where, ndim=2, what="weight", layout="(out_features, in_features)")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{where}: input has {x.shape[1]} features (shape {x.shape}) but the layer expects "
+            f"{weight.shape[1]} (weight shape {weight.shape})"
+        )
+    return x, weight.astype(x.dtype, copy=False)
+
+
+def linear(x, weight, bias=None, where="linear"):
+    """``y = x Wᵀ + b``: see :func:`nnscratch.reference.linear_forward`."""
+    x, weight = _check_linear(x, weight, where)
+    if bias is not None:
+        bias = check_float_array(bias, where, ndim=1, what="bias").astype(x.dtype, copy=False)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"{where}: bias shape {bias.shape} does not match weight shape {weight.shape}")
+    return _backend.kernels().linear_forward(x, weight, bias)
+
+
+def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True, where="linear"):
+    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.linear_backward`."""
+    x, weight = _check_linear(x, weight, where)
+    grad_y = _check_grad_output(grad_y, (x.shape[0], weight.shape[0]), where, x.dtype)
+    return _backend.kernels().linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
+
+
 # ----------------------------------------------------------------------------- convolution
 
 def _check_conv(x, weight, bias, stride, padding, where):

@@ -53,6 +53,28 @@ def _unpad(x_padded, padding):
     return x_padded[:, :, ph:h - ph, pw:w - pw]
 
 
+# ----------------------------------------------------------------------------- dense (fully connected)
+
+def linear_forward(x, weight, bias):
+    """Fully connected layer: ``y[n, o] = b[o] + Σ_i x[n, i] W[o, i]``, i.e. ``y = x Wᵀ + b``.
+
+    ``x`` (N, in), ``weight`` (out, in) as PyTorch's ``Linear``, ``bias`` (out,) or None.
+    """
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True):
+    """Gradients of :func:`linear_forward`: ``∂L/∂x = (∂L/∂y) W`` and ``∂L/∂W = (∂L/∂y)ᵀ x``
+    (from ``∂y[n,o]/∂x[n,i] = W[o,i]`` and ``∂y[n,o]/∂W[o,i] = x[n,i]``). The bias gradient
+    ``Σ_n ∂L/∂y[n]`` is left to the layer. Returns ``(grad_x, grad_weight)``, each ``None`` when not asked for."""
+    grad_x = grad_y @ weight if need_input_grad else None
+    grad_weight = grad_y.T @ x if need_weight_grad else None
+    return grad_x, grad_weight
+
+
 # ----------------------------------------------------------------------------- convolution
 
 def conv2d_forward(x, weight, bias, stride, padding):
