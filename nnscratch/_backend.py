@@ -79,8 +79,8 @@ def available_cores():
 def set_num_threads(n):
     """Number of threads the compiled kernels use (``n >= 1``)."""
     n = int(n)
-    if n < 1:
-        raise ValueError(f"set_num_threads: need at least one thread, got {n}")
+    if not 1 <= n <= 1024:
+        raise ValueError(f"set_num_threads: the number of threads must be between 1 and 1024, got {n}")
     if _kernels is not None:
         _kernels.set_num_threads(n)
     global _num_threads

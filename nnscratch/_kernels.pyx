@@ -7,7 +7,8 @@ validated in Python (ranks, shapes, dtypes, C-contiguity, positive strides), so 
 float32 and float64 through Cython's fused type ``floating``, releases the GIL and
 splits the batch (or the batch × channel planes) across OpenMP threads with ``prange``.
 Every output element is written by exactly one thread, in a fixed order, so results
-are bit-identical from run to run for a given thread count.
+are bit-identical from run to run, and do not depend on the thread count either (sums that
+are split, such as a convolution's weight gradient, are split by the batch size alone).
 
 Convolution is lowered to matrix products one image at a time (im2col): thread ``t``
 copies the windows of image ``n`` into its own buffer ``cols[k, i*OW + j]`` with
@@ -211,24 +212,29 @@ cdef void _add_row_bias(floating* y, const floating* bias, Py_ssize_t rows, Py_s
 
 
 def _conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[:, :, ::1] grad_y,
-                   floating[:, :, :, ::1] grad_x, floating[:, :, ::1] grad_w_parts,
+                   floating[:, :, :, ::1] grad_x, floating[:, :, ::1] grad_w_blocks,
                    floating[:, :, ::1] cols, bint need_input_grad, bint need_weight_grad,
                    int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
-    """Per image n, on thread t: ``grad_w_parts[t] += grad_y[n] @ im2col(x[n])ᵀ`` and
-    ``grad_x[n] = col2im(wmatᵀ @ grad_y[n])``. The caller sums ``grad_w_parts`` over t."""
+    """For every image n of block b (on thread t): ``grad_w_blocks[b] += grad_y[n] @ im2col(x[n])ᵀ`` and
+    ``grad_x[n] = col2im(wmatᵀ @ grad_y[n])``. The caller sums ``grad_w_blocks`` over b. The blocks
+    depend on the batch size only, not on the thread count, so neither does the result."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, n
+    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, blocks = grad_w_blocks.shape[0], b, n
     cdef int nt = cols.shape[0], t
     with nogil, parallel(num_threads=nt):
         t = threadid()
-        for n in prange(N, schedule="static"):
-            if need_weight_grad:
-                _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
-                _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0, 0], P,
-                      1, &grad_w_parts[t, 0, 0], K)
-            if need_input_grad:
-                _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &cols[t, 0, 0], P)
-                _col2im_image(&cols[t, 0, 0], &grad_x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+        for b in prange(blocks, schedule="static"):
+            for n in range((N * b) // blocks, (N * (b + 1)) // blocks):
+                if need_weight_grad:
+                    _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+                    _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0, 0], P,
+                          1, &grad_w_blocks[b, 0, 0], K)
+                if need_input_grad:
+                    _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &cols[t, 0, 0], P)
+                    _col2im_image(&cols[t, 0, 0], &grad_x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+
+
+WEIGHT_GRAD_BLOCKS = 16  # the batch is cut into at most this many blocks of images for ∂L/∂W
 
 
 def _geometry(x, weight, stride, padding):
@@ -262,13 +268,14 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
     """
     k, oh, ow, nt = _geometry(x, weight, stride, padding)
     n, f = x.shape[0], weight.shape[0]
+    blocks = max(1, min(n, WEIGHT_GRAD_BLOCKS))
     grad_x = np.zeros_like(x) if need_input_grad else None
-    parts = np.zeros((nt, f, k), dtype=x.dtype) if need_weight_grad else None
+    parts = np.zeros((blocks, f, k), dtype=x.dtype) if need_weight_grad else None
     if n > 0 and (need_input_grad or need_weight_grad):
-        cols = np.empty((nt, k, oh * ow), dtype=x.dtype)
+        cols = np.empty((_threads_for(blocks), k, oh * ow), dtype=x.dtype)
         _conv_backward(x, weight.reshape(f, k), grad_y.reshape(n, f, oh * ow),
                        grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
-                       parts if need_weight_grad else np.empty((1, 1, 1), x.dtype), cols,
+                       parts if need_weight_grad else np.empty((blocks, 1, 1), x.dtype), cols,
                        need_input_grad, need_weight_grad,
                        weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1], oh, ow)
     grad_weight = parts.sum(axis=0).reshape(weight.shape) if need_weight_grad else None

@@ -15,11 +15,8 @@ class ReLU(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         positive = self._saved("_positive")
-        if not need_input_grad:
-            return None
-        if np.shape(grad_output) != positive.shape:
-            raise ValueError(f"{self._where()}: grad_output has shape {np.shape(grad_output)}, expected {positive.shape}")
-        return grad_output * positive
+        self._check_grad_output(grad_output, positive.shape)
+        return grad_output * positive if need_input_grad else None
 
 
 def _check_dim(x, dim, where):
@@ -50,6 +47,7 @@ class LogSoftmax(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         y = self._saved("_output")
+        self._check_grad_output(grad_output, y.shape)
         if not need_input_grad:
             return None
         return grad_output - np.exp(y) * grad_output.sum(axis=self.dim, keepdims=True)
@@ -77,6 +75,7 @@ class Softmax(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         y = self._saved("_output")
+        self._check_grad_output(grad_output, y.shape)
         if not need_input_grad:
             return None
         return y * (grad_output - (grad_output * y).sum(axis=self.dim, keepdims=True))

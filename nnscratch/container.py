@@ -32,10 +32,17 @@ class Sequential(Module):
     def append(self, layer, name=None):
         """Add ``layer`` at the end under ``name`` (default: its position)."""
         name = str(len(self._modules)) if name is None else name
+        if not isinstance(name, str):
+            raise TypeError(f"Sequential: a layer name must be a str, got {type(name).__name__} {name!r}")
         if not isinstance(layer, Module):
             raise TypeError(f"Sequential: {name!r} must be a Module, got {type(layer).__name__}")
         if name in self._modules:
             raise ValueError(f"Sequential: a layer named {name!r} exists already")
+        if not name or "." in name:
+            raise ValueError(f"Sequential: layer name {name!r} must be non-empty and contain no '.' "
+                             "(dots separate the levels of parameter names such as 'conv1.weight')")
+        if hasattr(self, name):
+            raise ValueError(f"Sequential: layer name {name!r} would hide the attribute Sequential.{name}")
         setattr(self, name, layer)
         return self
 

@@ -32,8 +32,9 @@ class Dropout(Module):
 
     def forward(self, x):
         x = ops.check_float_array(x, self._where())
+        self._output_shape = x.shape
         if not self.training or self.p == 0.0:
-            self._scale = None
+            self._scale = None  # the identity: the gradient passes unchanged
             return x
         generator = self.generator or default_generator()
         keep = generator.random(x.shape, dtype=np.float32) >= self.p
@@ -41,7 +42,7 @@ class Dropout(Module):
         return x * self._scale
 
     def backward(self, grad_output, need_input_grad=True):
+        self._check_grad_output(grad_output, self._saved("_output_shape"))
         if not need_input_grad:
             return None
-        scale = self.__dict__.get("_scale")
-        return grad_output if scale is None else grad_output * scale
+        return grad_output if self._scale is None else grad_output * self._scale

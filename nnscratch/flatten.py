@@ -1,4 +1,6 @@
 """``Flatten``: from feature maps to feature vectors."""
+import math
+
 from . import ops
 from .module import Module
 
@@ -19,8 +21,10 @@ class Flatten(Module):
         if x.ndim <= self.start_dim:
             raise ValueError(f"{self._where()}: input of shape {x.shape} has no axis {self.start_dim} to flatten from")
         self._input_shape = x.shape
-        return x.reshape(x.shape[:self.start_dim] + (-1,))
+        self._output_shape = x.shape[:self.start_dim] + (math.prod(x.shape[self.start_dim:]),)
+        return x.reshape(self._output_shape)
 
     def backward(self, grad_output, need_input_grad=True):
         shape = self._saved("_input_shape")
+        self._check_grad_output(grad_output, self._output_shape)
         return grad_output.reshape(shape) if need_input_grad else None

@@ -4,9 +4,10 @@ Calling a loss returns the mean loss over the batch (a Python float) and remembe
 ``backward()`` needs; ``backward()`` returns ``∂L/∂input``, to be passed to the model's backward.
 
 Which cross-entropy? The seed's network ends in ``log_softmax`` and is trained with
-``CrossEntropyLoss``, which applies a *second* log-softmax. That still trains (log-softmax of
-log-probabilities keeps their order) but it is not the cross-entropy of the model's
-probabilities. The right pairings are:
+``CrossEntropyLoss``, which applies a *second* log-softmax. Log-softmax is idempotent on
+log-probabilities (``Σ_k exp(y_k) = 1``, so ``log_softmax(y) = y - log 1 = y``): the loss and its
+gradients are exactly those of the cross-entropy of the model's probabilities, but the second
+log-softmax is wasted work and hides which loss is meant. The right pairings are:
 
 * network ends in ``LogSoftmax`` -> :class:`NLLLoss` (``L = -mean_n y[n, t_n]``);
 * network ends in the last ``Dense`` (logits) -> :class:`CrossEntropyLoss`.
@@ -43,7 +44,12 @@ class _Loss:
         self._grad = None
 
     def _scale(self, count):
-        return 1.0 / count if self.reduction == "mean" else 1.0
+        """``1/count`` for the mean (an empty batch has no mean: error), 1 for the sum."""
+        if self.reduction == "sum":
+            return 1.0
+        if count == 0:
+            raise ValueError(f"{type(self).__name__}: the mean loss of an empty batch is undefined")
+        return 1.0 / count
 
     def backward(self):
         """``∂L/∂input`` for the last call."""

@@ -62,12 +62,17 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name!r}")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # Re-assigning a registered name replaces the entry where it stands (as PyTorch), so that
+        # ``net.conv1 = Conv2d(...)`` keeps conv1's place in a Sequential and in the state dict.
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -199,6 +204,13 @@ class Module:
     def _where(self):
         """How error messages name this layer, e.g. ``Conv2d(1, 32, kernel_size=(3, 3))``."""
         return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _check_grad_output(self, grad_output, shape):
+        """``grad_output`` must have the shape of the forward output; raise naming this layer otherwise."""
+        if np.shape(grad_output) != tuple(shape):
+            raise ValueError(f"{self._where()}: grad_output has shape {np.shape(grad_output)}, "
+                             f"but the output had shape {tuple(shape)}")
+        return grad_output
 
     def _saved(self, name):
         """A tensor saved by the last forward, or a clear error if backward comes first."""

@@ -16,8 +16,11 @@ from . import _backend
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+MAX_INT = 2**31 - 1  # the kernels index with C ints for sizes, strides and paddings
+
+
 def pair(value, name, where, minimum):
-    """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; checks both are integers ``>= minimum``."""
+    """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; checks both are integers in ``[minimum, 2³¹ - 1]``."""
     items = (value, value) if isinstance(value, numbers.Integral) else tuple(value) if isinstance(value, (tuple, list)) else None
     if (
         items is None
@@ -27,6 +30,8 @@ def pair(value, name, where, minimum):
         raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {value!r}")
     if min(items) < minimum:
         raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+    if max(items) > MAX_INT:
+        raise ValueError(f"{where}: {name} must be at most {MAX_INT}, got {value!r}")
     return int(items[0]), int(items[1])
 
 
@@ -139,6 +144,8 @@ def pool_geometry(input_shape, kernel, stride, padding, where):
     padding = pair(padding, "padding", where, 0)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{where}: padding {padding} must be at most half of kernel_size {kernel}")
+    if input_shape[2] == 0 or input_shape[3] == 0:
+        raise ValueError(f"{where}: cannot pool an empty {input_shape[2]}x{input_shape[3]} plane (input shape {tuple(input_shape)})")
     return kernel, stride, padding, window_output_size(input_shape, kernel, stride, padding, where)
 
 

@@ -162,6 +162,12 @@ def maxpool2d_forward(x, kernel, stride, padding):
     oh, ow = windows.shape[2:4]
     flat = windows.reshape(n, c, oh, ow, kh * kw)
     best = np.argmax(flat, axis=-1)  # first maximum; NaN counts as the maximum
+    # A padding cell can only "win" a window whose real pixels are all -inf: the first real pixel
+    # is then the first maximum.
+    inside = _windows(_pad(np.ones((1, 1, h, w), dtype=bool), padding, False), kernel, stride)
+    inside = inside.reshape(1, 1, oh, ow, kh * kw)
+    won_by_padding = ~np.take_along_axis(inside, best[..., None], axis=-1)[..., 0]
+    best = np.where(won_by_padding, np.argmax(inside, axis=-1), best)
     y = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0]
     # window offset (p, q) of the winner -> row and column in the unpadded input
     rows = np.arange(oh)[:, None] * stride[0] + best // kw - ph
@@ -180,7 +186,8 @@ def maxpool2d_backward(grad_y, argmax, input_shape):
     n, c, h, w = input_shape
     grad_x = np.zeros((n * c, h * w), dtype=grad_y.dtype)
     planes = np.arange(n * c)[:, None]
-    np.add.at(grad_x, (planes, argmax.reshape(n * c, -1)), grad_y.reshape(n * c, -1))
+    outputs = argmax.shape[2] * argmax.shape[3]
+    np.add.at(grad_x, (planes, argmax.reshape(n * c, outputs)), grad_y.reshape(n * c, outputs))
     return grad_x.reshape(input_shape)
 
 

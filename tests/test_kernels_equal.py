@@ -1,0 +1,438 @@
+"""The compiled kernels (``nnscratch._kernels``) equal the NumPy reference (``nnscratch.reference``).
+
+Property-based (hypothesis, derandomized so every run draws the same examples): random
+batch, channel, filter and spatial sizes, non-square kernels, asymmetric strides and
+paddings, float64 and float32.
+
+* float64: ``max|cython - reference| <= 1e-12 * max(1, max|reference|)``;
+* float32: the same with ``1e-5``;
+* max pooling: values AND argmax indices exactly equal, also with ties (small integers) and NaNs.
+
+The backend modules are called directly with validated arguments (C-contiguous arrays of
+one float dtype, ``(int, int)`` stride and padding, kernel within the padded input, pooling
+padding <= kernel // 2); non-contiguous and mixed-dtype inputs go through :mod:`nnscratch.ops`.
+"""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nnscratch
+from nnscratch import ops
+from nnscratch import reference as R
+
+SETTINGS = dict(deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+DTYPES = st.sampled_from([np.dtype(np.float64), np.dtype(np.float32)])
+
+
+def compiled():
+    """The compiled kernels; FAIL (not skip) when they are not built."""
+    kernels = nnscratch._backend._kernels
+    if kernels is None:
+        pytest.fail("nnscratch._kernels is not built; build it with `python setup.py build_ext --inplace`",
+                    pytrace=False)
+    return kernels
+
+
+def assert_close(actual, expected, what=""):
+    """Same shape and dtype; ``max|diff| <= rtol * max(1, max|expected|)``; NaNs in the same places."""
+    assert actual is not None and expected is not None, what
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} vs reference {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} vs reference {expected.dtype}"
+    if expected.size == 0:
+        return
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(actual), nan), f"{what}: NaNs in different places"
+    a, e = actual[~nan].astype(np.float64), expected[~nan].astype(np.float64)
+    if e.size == 0:
+        return
+    inf = np.isinf(e)
+    assert np.array_equal(a[inf], e[inf]), f"{what}: infinities differ"
+    a, e = a[~inf], e[~inf]
+    if e.size == 0:
+        return
+    scale = max(1.0, float(np.abs(e).max()))
+    diff = float(np.abs(a - e).max())
+    tol = RTOL[expected.dtype] * scale
+    assert diff <= tol, f"{what}: max|diff| = {diff:.3e} > {tol:.3e} (scale {scale:.3g}, dtype {expected.dtype})"
+
+
+# ----------------------------------------------------------------------------- strategies
+
+@st.composite
+def conv_cases(draw, max_n=3, max_hw=9):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    return dict(
+        n=draw(st.integers(1, max_n)), c=draw(st.integers(1, 4)), f=draw(st.integers(1, 4)),
+        h=draw(st.integers(max(1, kh - 2 * ph), max_hw)), w=draw(st.integers(max(1, kw - 2 * pw), max_hw)),
+        kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), padding=(ph, pw),
+        bias=draw(st.booleans()), dtype=draw(DTYPES), seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@st.composite
+def pool_cases(draw, max_n=3, max_hw=9):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    return dict(
+        n=draw(st.integers(1, max_n)), c=draw(st.integers(1, 3)),
+        h=draw(st.integers(max(1, kh - 2 * ph), max_hw)), w=draw(st.integers(max(1, kw - 2 * pw), max_hw)),
+        kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), padding=(ph, pw),
+        dtype=draw(DTYPES), seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def conv_arrays(case):
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dt)
+    weight = rng.standard_normal((case["f"], case["c"]) + case["kernel"]).astype(dt)
+    bias = rng.standard_normal(case["f"]).astype(dt) if case["bias"] else None
+    return rng, x, weight, bias
+
+
+def out_hw(case):
+    (kh, kw), (sh, sw), (ph, pw) = case["kernel"], case["stride"], case["padding"]
+    return (case["h"] + 2 * ph - kh) // sh + 1, (case["w"] + 2 * pw - kw) // sw + 1
+
+
+def pool_input(case, mode):
+    """``normal``: continuous values; ``ties``: integers in [-2, 2] (many ties);
+    ``nan``: ties plus NaNs and +inf (and -inf when there is no padding: see
+    test_maxpool_minus_inf_with_padding for why)."""
+    rng = np.random.default_rng(case["seed"])
+    shape = (case["n"], case["c"], case["h"], case["w"])
+    if mode == "normal":
+        x = rng.standard_normal(shape)
+    else:
+        x = rng.integers(-2, 3, shape).astype(np.float64)
+    if mode == "nan":
+        x[rng.random(shape) < 0.15] = np.nan
+        x[rng.random(shape) < 0.05] = np.inf
+        if case["padding"] == (0, 0):
+            x[rng.random(shape) < 0.05] = -np.inf
+    return rng, x.astype(case["dtype"])
+
+
+# ----------------------------------------------------------------------------- convolution
+
+@settings(max_examples=100, **SETTINGS)
+@given(case=conv_cases())
+def test_conv2d_forward(case):
+    K = compiled()
+    _, x, weight, bias = conv_arrays(case)
+    args = (x, weight, bias, case["stride"], case["padding"])
+    expected = R.conv2d_forward(*args)
+    assert expected.shape == (case["n"], case["f"]) + out_hw(case)
+    assert_close(K.conv2d_forward(*args), expected, f"conv2d_forward {case}")
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(case=conv_cases(), need_input_grad=st.booleans(), need_weight_grad=st.booleans())
+def test_conv2d_backward(case, need_input_grad, need_weight_grad):
+    K = compiled()
+    rng, x, weight, _ = conv_arrays(case)
+    grad_y = rng.standard_normal((case["n"], case["f"]) + out_hw(case)).astype(case["dtype"])
+    args = (x, weight, grad_y, case["stride"], case["padding"], need_input_grad, need_weight_grad)
+    exp_x, exp_w = R.conv2d_backward(*args)
+    got_x, got_w = K.conv2d_backward(*args)
+    for got, exp, needed, what in ((got_x, exp_x, need_input_grad, "grad_x"), (got_w, exp_w, need_weight_grad, "grad_weight")):
+        if needed:
+            assert_close(got, exp, f"conv2d_backward {what} {case}")
+        else:
+            assert got is None and exp is None, f"{what} was not asked for"
+    if need_input_grad:
+        assert got_x.shape == x.shape
+    if need_weight_grad:
+        assert got_w.shape == weight.shape
+
+
+# ----------------------------------------------------------------------------- max pooling
+
+def _check_maxpool_forward(case, mode):
+    K = compiled()
+    _, x = pool_input(case, mode)
+    args = (x, case["kernel"], case["stride"], case["padding"])
+    exp_y, exp_i = R.maxpool2d_forward(*args)
+    got_y, got_i = K.maxpool2d_forward(*args)
+    assert exp_y.shape == (case["n"], case["c"]) + out_hw(case)
+    assert got_y.shape == exp_y.shape and got_y.dtype == exp_y.dtype == x.dtype, case
+    assert got_i.dtype == exp_i.dtype == np.int64
+    assert np.array_equal(got_y, exp_y, equal_nan=True), f"max-pool values differ {case}"
+    assert np.array_equal(got_i, exp_i), f"max-pool argmax differs {case}:\n{got_i}\nvs reference\n{exp_i}"
+    # every index lies inside the plane and points at the value it claims
+    h, w = case["h"], case["w"]
+    assert exp_i.min() >= 0 and exp_i.max() < h * w
+    planes = x.reshape(case["n"], case["c"], h * w)
+    picked = np.take_along_axis(planes, got_i.reshape(case["n"], case["c"], -1), axis=2).reshape(got_y.shape)
+    assert np.array_equal(picked, got_y, equal_nan=True)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(case=pool_cases())
+def test_maxpool2d_forward(case):
+    _check_maxpool_forward(case, "normal")
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(case=pool_cases())
+def test_maxpool2d_forward_ties(case):
+    """Small integers: many windows hold the maximum several times; both pick the first in
+    row-major window order."""
+    _check_maxpool_forward(case, "ties")
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(case=pool_cases())
+def test_maxpool2d_forward_nan_and_inf(case):
+    """A NaN in a window wins (the first NaN); +inf ties."""
+    _check_maxpool_forward(case, "nan")
+
+
+def test_maxpool2d_tie_rule_examples():
+    """Hand-made ties: the first maximum in row-major window order wins, in both backends."""
+    K = compiled()
+    x = np.array([[[[1, 3, 3], [3, 0, 3], [2, 3, 1]]]], dtype=np.float64)
+    for kernel, stride, padding, expected in [
+        ((2, 2), (1, 1), (0, 0), [[1, 1], [3, 5]]),
+        ((3, 3), (1, 1), (1, 1), [[1, 1, 1], [1, 1, 1], [3, 3, 5]]),
+        ((1, 3), (1, 1), (0, 1), [[1, 1, 1], [3, 3, 5], [7, 7, 7]]),
+    ]:
+        for module in (R, K):
+            y, idx = module.maxpool2d_forward(x, kernel, stride, padding)
+            assert idx[0, 0].tolist() == expected, (module.__name__, kernel, padding, idx[0, 0])
+    x_nan = np.array([[[[1, np.nan], [np.nan, 5]]]])
+    for module in (R, K):
+        y, idx = module.maxpool2d_forward(x_nan, (2, 2), (2, 2), (0, 0))
+        assert np.isnan(y[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 1, module.__name__
+
+
+# KNOWN BUG (reference.maxpool2d_forward): the reference pads with -inf, so in a window whose
+# real pixels are all -inf a *padding* cell ties with them and, coming first, wins np.argmax.
+# The recorded "index" then points outside the window: negative (e.g. -3) or, when the column
+# underflows, at the last pixel of the previous row (wrong pixel, silently accepted by
+# ops.max_pool2d_backward). The compiled kernel skips padding and returns the real pixel.
+# This test is left failing on purpose; it documents the expected behaviour (the docstring's
+# "flat index of the winning pixel in its (unpadded) H x W input plane").
+def test_maxpool_minus_inf_with_padding():
+    K = compiled()
+    x = np.array([[[[1.0, -np.inf], [-np.inf, -np.inf]]]])
+    args = (x, (2, 2), (1, 1), (1, 1))
+    ref_y, ref_i = R.maxpool2d_forward(*args)
+    cy_y, cy_i = K.maxpool2d_forward(*args)
+    assert np.array_equal(cy_y, ref_y)
+    # the compiled kernel: every index inside the 2x2 plane and inside its window
+    assert cy_i[0, 0].tolist() == [[0, 0, 1], [0, 0, 1], [2, 2, 3]]
+    assert ref_i.min() >= 0, f"reference returned argmax indices outside the plane:\n{ref_i[0, 0]}"
+    assert np.array_equal(ref_i, cy_i), f"reference argmax\n{ref_i[0, 0]}\nvs compiled\n{cy_i[0, 0]}"
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(case=pool_cases(), mode=st.sampled_from(["normal", "ties"]))
+def test_maxpool2d_backward(case, mode):
+    """Same routing of gradients, including overlapping windows sharing a winner (accumulation)."""
+    K = compiled()
+    rng, x = pool_input(case, mode)
+    _, argmax = R.maxpool2d_forward(x, case["kernel"], case["stride"], case["padding"])
+    grad_y = rng.standard_normal(argmax.shape).astype(case["dtype"])
+    expected = R.maxpool2d_backward(grad_y, argmax, x.shape)
+    got = K.maxpool2d_backward(grad_y, argmax, x.shape)
+    assert_close(got, expected, f"maxpool2d_backward {case}")
+    assert got.shape == x.shape
+    # the total gradient is conserved
+    np.testing.assert_allclose(got.sum(dtype=np.float64), grad_y.sum(dtype=np.float64),
+                               rtol=RTOL[got.dtype] * 10, atol=RTOL[got.dtype] * 10 * grad_y.size)
+
+
+# ----------------------------------------------------------------------------- average pooling
+
+@settings(max_examples=60, **SETTINGS)
+@given(case=pool_cases())
+def test_avgpool2d_forward(case):
+    K = compiled()
+    _, x = pool_input(case, "normal")
+    args = (x, case["kernel"], case["stride"], case["padding"])
+    expected = R.avgpool2d_forward(*args)
+    assert expected.shape == (case["n"], case["c"]) + out_hw(case)
+    assert_close(K.avgpool2d_forward(*args), expected, f"avgpool2d_forward {case}")
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(case=pool_cases())
+def test_avgpool2d_backward(case):
+    K = compiled()
+    rng = np.random.default_rng(case["seed"])
+    shape = (case["n"], case["c"], case["h"], case["w"])
+    grad_y = rng.standard_normal((case["n"], case["c"]) + out_hw(case)).astype(case["dtype"])
+    args = (grad_y, shape, case["kernel"], case["stride"], case["padding"])
+    expected = R.avgpool2d_backward(*args)
+    assert expected.shape == shape
+    assert_close(K.avgpool2d_backward(*args), expected, f"avgpool2d_backward {case}")
+
+
+# ----------------------------------------------------------------------------- through nnscratch.ops
+
+def _noncontiguous(a, rng, how):
+    """A non-C-contiguous array equal to ``a``."""
+    if how == "fortran":
+        return np.asfortranarray(a)
+    if how == "strided":
+        big = np.empty(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        big[..., ::2] = a
+        big[..., 1::2] = rng.standard_normal(a.shape)  # garbage in the gaps
+        view = big[..., ::2]
+        return view
+    if how == "reversed":
+        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    if how == "transposed":  # stored NHWC, viewed NCHW
+        if a.ndim != 4:
+            return np.asfortranarray(a)
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    raise ValueError(how)
+
+
+LAYOUTS = st.sampled_from(["fortran", "strided", "reversed", "transposed"])
+
+
+@pytest.mark.parametrize("name", ["numpy", "cython"])
+@settings(max_examples=30, **SETTINGS)
+@given(case=conv_cases(max_n=2, max_hw=7), layout=LAYOUTS)
+def test_ops_conv2d_noncontiguous(name, case, layout):
+    if name == "cython":
+        compiled()
+    rng, x, weight, bias = conv_arrays(case)
+    stride, padding = case["stride"], case["padding"]
+    grad_y = rng.standard_normal((case["n"], case["f"]) + out_hw(case)).astype(case["dtype"])
+    nx, nw, ng = (_noncontiguous(a, rng, layout) for a in (x, weight, grad_y))
+    nb = None if bias is None else _noncontiguous(bias, rng, "strided")
+    if layout == "strided" and x.shape[-1] > 1:
+        assert not nx.flags.c_contiguous
+    with nnscratch.use_backend(name):
+        y = ops.conv2d(nx, nw, nb, stride, padding)
+        gx, gw = ops.conv2d_backward(nx, nw, ng, stride, padding)
+    assert_close(y, R.conv2d_forward(x, weight, bias, stride, padding), f"ops.conv2d {layout} {case}")
+    ex, ew = R.conv2d_backward(x, weight, grad_y, stride, padding)
+    assert_close(gx, ex, f"ops.conv2d_backward grad_x {layout}")
+    assert_close(gw, ew, f"ops.conv2d_backward grad_weight {layout}")
+
+
+@pytest.mark.parametrize("name", ["numpy", "cython"])
+@settings(max_examples=30, **SETTINGS)
+@given(case=pool_cases(max_n=2, max_hw=7), layout=LAYOUTS, mode=st.sampled_from(["normal", "ties"]))
+def test_ops_pooling_noncontiguous(name, case, layout, mode):
+    if name == "cython":
+        compiled()
+    rng, x = pool_input(case, mode)
+    kernel, stride, padding = case["kernel"], case["stride"], case["padding"]
+    grad_y = rng.standard_normal((case["n"], case["c"]) + out_hw(case)).astype(case["dtype"])
+    nx, ng = _noncontiguous(x, rng, layout), _noncontiguous(grad_y, rng, layout)
+    exp_y, exp_i = R.maxpool2d_forward(x, kernel, stride, padding)
+    with nnscratch.use_backend(name):
+        y, idx = ops.max_pool2d(nx, kernel, stride, padding)
+        gx = ops.max_pool2d_backward(ng, _noncontiguous(exp_i, rng, layout), x.shape)
+        ya = ops.avg_pool2d(nx, kernel, stride, padding)
+        gxa = ops.avg_pool2d_backward(ng, x.shape, kernel, stride, padding)
+    assert np.array_equal(y, exp_y, equal_nan=True) and np.array_equal(idx, exp_i), f"ops.max_pool2d {layout}"
+    assert_close(gx, R.maxpool2d_backward(grad_y, exp_i, x.shape), f"ops.max_pool2d_backward {layout}")
+    assert_close(ya, R.avgpool2d_forward(x, kernel, stride, padding), f"ops.avg_pool2d {layout}")
+    assert_close(gxa, R.avgpool2d_backward(grad_y, x.shape, kernel, stride, padding), f"ops.avg_pool2d_backward {layout}")
+
+
+@pytest.mark.parametrize("name", ["numpy", "cython"])
+def test_ops_mixed_dtypes_follow_the_input(name):
+    """A float64 weight/bias with a float32 input is cast to float32 (the input's dtype)."""
+    if name == "cython":
+        compiled()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    w, b = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    with nnscratch.use_backend(name):
+        y = ops.conv2d(x, w, b, (2, 1), (1, 0))
+        gx, gw = ops.conv2d_backward(x, w, rng.standard_normal(y.shape), (2, 1), (1, 0))
+    assert y.dtype == gx.dtype == gw.dtype == np.float32
+    w32, b32 = w.astype(np.float32), b.astype(np.float32)
+    assert_close(y, R.conv2d_forward(x, w32, b32, (2, 1), (1, 0)))
+
+
+# ----------------------------------------------------------------------------- threads
+
+def _run_all(K, x, weight, bias, grad_y, pool_grad, stride, padding, kernel):
+    out = {}
+    out["conv_y"] = K.conv2d_forward(x, weight, bias, stride, padding)
+    out["conv_gx"], out["conv_gw"] = K.conv2d_backward(x, weight, grad_y, stride, padding, True, True)
+    out["max_y"], out["max_i"] = K.maxpool2d_forward(x, kernel, stride, padding)
+    out["max_gx"] = K.maxpool2d_backward(pool_grad, out["max_i"], x.shape)
+    out["avg_y"] = K.avgpool2d_forward(x, kernel, stride, padding)
+    out["avg_gx"] = K.avgpool2d_backward(pool_grad, x.shape, kernel, stride, padding)
+    return out
+
+
+# The project requires bit-identical results for 1 and 2 threads. At the time of writing this
+# FAILS for conv2d_backward's grad_weight with n=8 (|diff| ~ 1e-15): _kernels._conv_backward sums
+# per-thread partial weight gradients (grad_w_parts[t], images split statically across threads),
+# so the summation order depends on the thread count. Left failing on purpose (see the report).
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_thread_counts_give_bit_identical_results(dtype, n):
+    K = compiled()
+    rng = np.random.default_rng(n)
+    kernel, stride, padding = (3, 3), (2, 1), (1, 1)
+    x = rng.integers(-3, 4, (n, 3, 11, 10)).astype(dtype) + rng.standard_normal((n, 3, 11, 10)).astype(dtype)
+    weight = rng.standard_normal((5, 3) + kernel).astype(dtype)
+    bias = rng.standard_normal(5).astype(dtype)
+    oh, ow = (11 + 2 - 3) // 2 + 1, (10 + 2 - 3) // 1 + 1
+    grad_y = rng.standard_normal((n, 5, oh, ow)).astype(dtype)
+    pool_grad = rng.standard_normal((n, 3, oh, ow)).astype(dtype)
+    previous = nnscratch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2, 1, 2):
+            nnscratch.set_num_threads(threads)
+            assert nnscratch.get_num_threads() == threads and K.get_num_threads() == threads
+            results.setdefault(threads, []).append(_run_all(K, x, weight, bias, grad_y, pool_grad, stride, padding, kernel))
+    finally:
+        nnscratch.set_num_threads(previous)
+    # run to run, same thread count
+    for threads, runs in results.items():
+        for key, value in runs[0].items():
+            assert np.array_equal(value, runs[1][key]), f"{key} differs between two runs with {threads} thread(s)"
+    # 1 thread versus 2 threads
+    one, two = results[1][0], results[2][0]
+    differ = {key: float(np.abs(one[key].astype(np.float64) - two[key]).max())
+              for key in one if one[key].dtype != two[key].dtype or not np.array_equal(one[key], two[key])}
+    assert not differ, f"results differ between 1 and 2 threads (max |diff|): {differ}"
+    runs = results[1]
+    # and they are right
+    ref = _run_all(R, x, weight, bias, grad_y, pool_grad, stride, padding, kernel)
+    for key, value in runs[0].items():
+        if key == "max_i":
+            assert np.array_equal(value, ref[key])
+        else:
+            assert_close(value, ref[key], key)
+
+
+# ----------------------------------------------------------------------------- dense (linear)
+
+@settings(max_examples=50, **SETTINGS)
+@given(n=st.integers(1, 6), fin=st.integers(1, 9), fout=st.integers(1, 7), bias=st.booleans(), dtype=DTYPES,
+       need_input_grad=st.booleans(), need_weight_grad=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_linear_forward_backward(n, fin, fout, bias, dtype, need_input_grad, need_weight_grad, seed):
+    K = compiled()
+    if not hasattr(R, "linear_forward"):
+        pytest.skip("no linear kernels in this version")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, fin)).astype(dtype)
+    weight = rng.standard_normal((fout, fin)).astype(dtype)
+    b = rng.standard_normal(fout).astype(dtype) if bias else None
+    grad_y = rng.standard_normal((n, fout)).astype(dtype)
+    assert_close(K.linear_forward(x, weight, b), R.linear_forward(x, weight, b), "linear_forward")
+    got = K.linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
+    exp = R.linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
+    for g, e, needed, what in zip(got, exp, (need_input_grad, need_weight_grad), ("grad_x", "grad_weight")):
+        if needed:
+            assert_close(g, e, f"linear_backward {what}")
+        else:
+            assert g is None and e is None, what
