@@ -65,9 +65,16 @@ cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)
 
 
-cdef int _threads_for(Py_ssize_t work) noexcept:
-    """No more threads than independent pieces of work."""
-    return <int> max(1, min(_num_threads, work))
+PARALLEL_MIN_WORK = 1 << 16  # multiply-adds below which one thread beats waking the others
+
+
+cdef int _threads_for(Py_ssize_t pieces, double work) noexcept:
+    """Threads for ``pieces`` independent pieces of ``work`` multiply-adds in all: no more threads than
+    pieces, and one for small jobs (waking a thread costs more than it saves, and far more when
+    another process holds the core it waits for)."""
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    return <int> max(1, min(_num_threads, pieces))
 
 
 # ----------------------------------------------------------------------------- matrix product
@@ -77,7 +84,7 @@ def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1]
     """``c = op(a) @ op(b)``, the rows of ``c`` split in contiguous blocks across threads."""
     cdef int m = c.shape[0], n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
-    cdef int nt = _threads_for(m), t, r0, r1
+    cdef int nt = _threads_for(m, <double> m * n * k), t, r0, r1
     cdef const floating* a_block
     if m == 0 or n == 0:
         return
@@ -243,7 +250,7 @@ def _geometry(x, weight, stride, padding):
     kh, kw = weight.shape[2], weight.shape[3]
     oh = (h + 2 * padding[0] - kh) // stride[0] + 1
     ow = (w + 2 * padding[1] - kw) // stride[1] + 1
-    return c * kh * kw, oh, ow, _threads_for(n)
+    return c * kh * kw, oh, ow, _threads_for(n, <double> n * weight.shape[0] * c * kh * kw * oh * ow)
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
@@ -272,7 +279,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
     grad_x = np.zeros_like(x) if need_input_grad else None
     parts = np.zeros((blocks, f, k), dtype=x.dtype) if need_weight_grad else None
     if n > 0 and (need_input_grad or need_weight_grad):
-        cols = np.empty((_threads_for(blocks), k, oh * ow), dtype=x.dtype)
+        cols = np.empty((_threads_for(blocks, <double> n * f * k * oh * ow), k, oh * ow), dtype=x.dtype)
         _conv_backward(x, weight.reshape(f, k), grad_y.reshape(n, f, oh * ow),
                        grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
                        parts if need_weight_grad else np.empty((blocks, 1, 1), x.dtype), cols,
@@ -370,7 +377,7 @@ cdef void _avgpool_plane_backward(const floating* grad_y, floating* grad_x, Py_s
 def _maxpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long long[:, :, ::1] argmax,
                      int kh, int kw, int sh, int sw, int ph, int pw):
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2], oh = y.shape[1], ow = y.shape[2], s
-    cdef int nt = _threads_for(planes)
+    cdef int nt = _threads_for(planes, <double> planes * oh * ow * kh * kw)
     with nogil:
         for s in prange(planes, schedule="static", num_threads=nt):
             _maxpool_plane(&x[s, 0, 0], &y[s, 0, 0], &argmax[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
@@ -378,7 +385,7 @@ def _maxpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long lo
 
 def _maxpool_backward(const floating[:, ::1] grad_y, const long long[:, ::1] argmax, floating[:, ::1] grad_x):
     cdef Py_ssize_t planes = grad_x.shape[0], hw = grad_x.shape[1], outputs = grad_y.shape[1], s
-    cdef int nt = _threads_for(planes)
+    cdef int nt = _threads_for(planes, <double> planes * (hw + outputs))
     with nogil:
         for s in prange(planes, schedule="static", num_threads=nt):
             _maxpool_plane_backward(&grad_y[s, 0], &argmax[s, 0], &grad_x[s, 0], hw, outputs)
@@ -386,7 +393,7 @@ def _maxpool_backward(const floating[:, ::1] grad_y, const long long[:, ::1] arg
 
 def _avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw):
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2], oh = y.shape[1], ow = y.shape[2], s
-    cdef int nt = _threads_for(planes)
+    cdef int nt = _threads_for(planes, <double> planes * oh * ow * kh * kw)
     with nogil:
         for s in prange(planes, schedule="static", num_threads=nt):
             _avgpool_plane(&x[s, 0, 0], &y[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
@@ -396,7 +403,7 @@ def _avgpool_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad
                       int kh, int kw, int sh, int sw, int ph, int pw):
     cdef Py_ssize_t planes = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
     cdef Py_ssize_t oh = grad_y.shape[1], ow = grad_y.shape[2], s
-    cdef int nt = _threads_for(planes)
+    cdef int nt = _threads_for(planes, <double> planes * (H * W + oh * ow * kh * kw))
     with nogil:
         for s in prange(planes, schedule="static", num_threads=nt):
             _avgpool_plane_backward(&grad_y[s, 0, 0], &grad_x[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
