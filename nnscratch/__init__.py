@@ -25,7 +25,9 @@ from .module import Module, Parameter
 from .optim import SGD
 from .pooling import AvgPool2d, MaxPool2d
 from .rng import manual_seed
+from .training import History, TrainingDivergedError, evaluate, fit, predict
 from . import data, models, ops, reference  # noqa: E402  (submodules users reach as nnscratch.X)
+from . import serialization, training, transfer  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,4 +36,6 @@ __all__ = [
     "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "SGD", "Sequential",
     "Softmax", "backend", "data", "get_num_threads", "gradcheck", "manual_seed", "models", "ops",
     "reference", "set_backend", "set_num_threads", "use_backend",
+    "History", "TrainingDivergedError", "evaluate", "fit", "predict", "serialization", "training",
+    "transfer",
 ]

@@ -1,0 +1,497 @@
+"""Training loop, evaluation and prediction: the seed's sections 4.3 and 4.5 as functions.
+
+:func:`fit` runs the seed's loop, one step per mini-batch::
+
+    model.train()
+    outputs = model(inputs)                    # outputs = net(inputs)
+    loss = criterion(outputs, labels)          # loss = criterion(outputs, labels)
+    optimizer.zero_grad()                      # optimizer.zero_grad()
+    model.backward(criterion.backward(),       # loss.backward()
+                   need_input_grad=False)
+    optimizer.step()                           # optimizer.step()
+
+and adds what a long run needs: a :class:`History` of per-epoch metrics, evaluation on a
+validation loader after each epoch, a progress bar, the seed's ``[epoch, batch] loss`` lines,
+detection of a diverging (NaN or infinite) loss, and checkpoints from which a run resumes
+*exactly*: training 2 epochs straight and training 1 epoch, stopping, and resuming from the
+checkpoint in a fresh process give bit-identical parameters.
+
+A checkpoint is one :mod:`nnscratch.serialization` file (safetensors: it cannot carry code)
+holding the arrays ``model.<parameter name>`` and ``optimizer.<index>.<state name>`` (e.g.
+``optimizer.0.momentum_buffer``), and in its JSON header everything else a resumed run
+needs: the number of epochs completed, the :class:`History`, the optimizer's hyper-parameters,
+the state of the library's random generator and of every layer's own generator, and the
+training loader's epoch counter (which fixes its shuffle order).
+
+:func:`evaluate` is the seed's section 4.5 (accuracy on a test set), plus the mean loss and
+the confusion matrix; :func:`predict` gives class indices for a batch of images.
+"""
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import rng as _rng
+from . import serialization
+
+CHECKPOINT_FORMAT = "nnscratch.checkpoint"
+CHECKPOINT_VERSION = 1
+
+__all__ = [
+    "History", "TrainingDivergedError", "evaluate", "fit", "load_checkpoint", "predict",
+    "predict_proba", "save_checkpoint",
+]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite (learning rate too high, bad inputs...).
+
+    Raised before the diverged step updates any parameter; ``epoch`` (counting from 1),
+    ``batch`` (index within the epoch, counting from 0) and ``loss`` say where.
+    """
+
+    def __init__(self, epoch, batch, loss, batches=None):
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+        of = f" of {batches}" if batches is not None else ""
+        super().__init__(
+            f"training diverged: the loss is {loss} at epoch {epoch}, batch index {batch}{of} "
+            f"(check the learning rate and the inputs)"
+        )
+
+
+# ---------------------------------------------------------------------------
+# History
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of :func:`fit`, one list entry per epoch completed.
+
+    ``train_loss`` is the mean loss over the epoch's training samples and ``train_accuracy``
+    the fraction of them classified right (argmax of the outputs, measured during training,
+    i.e. with dropout active; NaN when the targets are not class labels). ``val_loss`` and ``val_accuracy`` are filled when ``fit`` is
+    given a ``val_loader`` (evaluated after each epoch, in eval mode). Accuracies are
+    fractions in [0, 1]. ``epoch_time`` is each epoch's wall time in seconds (training plus
+    validation); ``total_time`` the wall time of all ``fit`` calls that produced it, resumed
+    runs included.
+    """
+
+    train_loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    epoch_time: list = field(default_factory=list)
+    total_time: float = 0.0
+
+    LISTS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
+
+    @property
+    def epochs(self):
+        """Number of epochs recorded."""
+        return len(self.train_loss)
+
+    def as_dict(self):
+        """Plain, strict-JSON-friendly dict (lists of floats; NaN or infinity become ``None``)."""
+        result = {name: [_json_float(v) for v in getattr(self, name)] for name in self.LISTS}
+        result["total_time"] = _json_float(self.total_time)
+        return result
+
+    @classmethod
+    def from_dict(cls, data):
+        """Inverse of :meth:`as_dict` (``None`` comes back as NaN)."""
+        unknown = set(data) - set(cls.LISTS) - {"total_time"}
+        if unknown:
+            raise ValueError(f"History.from_dict: unknown keys {sorted(unknown)}")
+        lists = {name: [math.nan if v is None else float(v) for v in data.get(name, [])] for name in cls.LISTS}
+        total = data.get("total_time", 0.0)
+        return cls(**lists, total_time=math.nan if total is None else float(total))
+
+
+def _json_float(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------
+
+
+def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, checkpoint=None,
+        resume=None, progress=None, log_every=None, callback=None):
+    """
+    Train `model` until `epochs` epochs are completed; return the :class:`History`.
+
+    Parameters
+    ----------
+    model : :class:`nnscratch.Module`
+        The network; ``model(x)`` gives outputs of shape (N, classes).
+    criterion : loss
+        E.g. :class:`nnscratch.NLLLoss` (model ends in ``LogSoftmax``) or
+        :class:`nnscratch.CrossEntropyLoss` (model outputs logits).
+    optimizer : optimizer
+        E.g. :class:`nnscratch.SGD` over the model's parameters; it must offer
+        ``zero_grad``, ``step`` and, for checkpoints, ``state_dict``/``load_state_dict``.
+    train_loader : iterable of ``(x, y)`` batches
+        Typically a :class:`nnscratch.data.DataLoader`; iterated once per epoch.
+    epochs : int
+        Total number of epochs to have completed when ``fit`` returns, counting those done
+        before a `resume` (resuming a 1-epoch checkpoint with ``epochs=3`` runs 2 more).
+    val_loader : iterable of ``(x, y)`` batches, optional
+        Evaluated (:func:`evaluate`) after every epoch into ``val_loss``/``val_accuracy``.
+    checkpoint : str or path, optional
+        File rewritten atomically after every epoch with everything needed to resume.
+    resume : str or path, optional
+        A checkpoint to continue from: restores the parameters, optimizer state, history,
+        random generator states and the loader's epoch counter (may equal `checkpoint`).
+    progress : bool or None
+        A tqdm progress bar per epoch (loss, accuracy, samples/s). ``None`` (default): only
+        when stderr is a terminal; ``False``: never; ``True``: always.
+    log_every : int or None
+        Print the seed's line ``[epoch, batch] loss: x.xxx`` every `log_every` batches, the
+        loss averaged over those batches (the seed uses 2000).
+    callback : callable, optional
+        ``callback(epoch, history)`` after every epoch (and after its checkpoint), `epoch`
+        counting from 1; returning ``True`` stops training.
+
+    Returns
+    -------
+    history : :class:`History`
+
+    Raises
+    ------
+    TrainingDivergedError
+        The loss became NaN or infinite; the message names the epoch and batch.
+    """
+    started = time.perf_counter()
+    epochs = int(epochs)
+    if epochs < 0:
+        raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
+    if log_every is not None and int(log_every) < 1:
+        raise ValueError(f"fit: log_every must be a positive integer or None, got {log_every}")
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+
+    history, first_epoch = History(), 0
+    if resume is not None:
+        first_epoch, history = load_checkpoint(resume, model, optimizer, train_loader)
+
+    for epoch in range(first_epoch + 1, epochs + 1):  # counting from 1, as the seed prints it
+        epoch_started = time.perf_counter()
+        loss, accuracy = _train_epoch(model, criterion, optimizer, train_loader, epoch, epochs, show, log_every)
+        history.train_loss.append(loss)
+        history.train_accuracy.append(accuracy)
+        if val_loader is not None:
+            result = evaluate(model, criterion, val_loader)
+            history.val_loss.append(result["loss"])
+            history.val_accuracy.append(result["accuracy"])
+        now = time.perf_counter()
+        history.epoch_time.append(now - epoch_started)
+        history.total_time += now - started
+        started = now
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, epoch=epoch, history=history, train_loader=train_loader)
+        if callback is not None and callback(epoch, history) is True:
+            break
+    history.total_time += time.perf_counter() - started
+    return history
+
+
+def _train_epoch(model, criterion, optimizer, loader, epoch, epochs, show, log_every):
+    """One pass over `loader`; returns (mean loss per sample, accuracy)."""
+    from tqdm import tqdm
+
+    batches = len(loader) if hasattr(loader, "__len__") else None
+    total_loss, correct, count = 0.0, 0, 0
+    running_loss, running_batches = 0.0, 0
+    started = time.perf_counter()
+    with tqdm(total=batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not show,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        for i, (x, y) in enumerate(loader):
+            model.train()
+            outputs = model(x)
+            loss = criterion(outputs, y)
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(epoch, i, loss, batches)
+            optimizer.zero_grad()
+            model.backward(criterion.backward(), need_input_grad=False)
+            optimizer.step()
+
+            n = len(y)
+            total_loss += loss * n if getattr(criterion, "reduction", "mean") == "mean" else loss
+            right = _count_correct(outputs, y)
+            correct = None if correct is None or right is None else correct + right
+            count += n
+            running_loss += loss
+            running_batches += 1
+            if log_every is not None and running_batches == log_every:
+                line = "[%d, %5d] loss: %.3f" % (epoch, i + 1, running_loss / log_every)
+                if show:
+                    bar.write(line, file=sys.stdout)  # above the bar instead of through it
+                else:
+                    print(line, flush=True)
+                running_loss, running_batches = 0.0, 0
+            if show:
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(loss=f"{total_loss / count:.4f}", acc="-" if correct is None else f"{correct / count:.2%}",
+                                samples_s=f"{count / elapsed:.0f}" if elapsed > 0 else "-", refresh=False)
+                bar.update(1)
+    if count == 0:
+        raise ValueError(f"fit: the training loader yielded no samples in epoch {epoch}")
+    return total_loss / count, math.nan if correct is None else correct / count
+
+
+def _count_correct(outputs, y):
+    """Samples whose argmax output is the label (``y`` class indices, or one-hot / probability
+    rows of the outputs' shape); ``None`` when the targets are not classes (e.g. regression)."""
+    y = np.asarray(y)
+    if outputs.ndim != 2:
+        return None
+    if y.ndim == 1 and y.dtype.kind in "iu":
+        return int(np.count_nonzero(np.argmax(outputs, axis=1) == y))
+    if y.shape == outputs.shape:
+        return int(np.count_nonzero(np.argmax(outputs, axis=1) == np.argmax(y, axis=1)))
+    return None
+
+
+# ---------------------------------------------------------------------------
+# evaluation and prediction
+# ---------------------------------------------------------------------------
+
+
+class _EvalMode:
+    """Put every module in eval mode; restore each module's own previous mode afterwards."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        for module, mode in self.modes:
+            module.training = mode
+
+
+def evaluate(model, criterion, loader):
+    """
+    The seed's section 4.5: run `model` in eval mode over `loader` and measure it.
+
+    Parameters
+    ----------
+    model : :class:`nnscratch.Module`
+        Outputs (N, classes); each module's training/eval mode is restored afterwards.
+    criterion : loss or None
+        Gives the mean loss; ``None`` skips it (``loss`` is then ``None``).
+    loader : iterable of ``(x, y)`` batches
+
+    Returns
+    -------
+    result : dict
+        ``loss`` (mean over samples), ``accuracy`` (fraction right, from the argmax as
+        the seed's ``torch.max(outputs, 1)``), ``confusion`` (int64 array classes × classes,
+        ``confusion[true, predicted]``: rows are true labels, so each row sums to the number
+        of samples of that class) and ``count`` (number of samples).
+    """
+    total_loss, count, confusion = 0.0, 0, None
+    with _EvalMode(model):
+        for x, y in loader:
+            outputs = model(x)
+            y = np.asarray(y).astype(np.int64, copy=False)
+            if criterion is not None:
+                loss = criterion(outputs, y)
+                total_loss += loss * len(y) if getattr(criterion, "reduction", "mean") == "mean" else loss
+            classes = outputs.shape[1]
+            if confusion is None:
+                confusion = np.zeros((classes, classes), dtype=np.int64)
+            if y.size and (y.min() < 0 or y.max() >= classes):
+                raise ValueError(f"evaluate: labels must lie in [0, {classes}), got {y.min()}..{y.max()}")
+            predicted = np.argmax(outputs, axis=1)
+            confusion += np.bincount(y * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+            count += len(y)
+    if count == 0:
+        raise ValueError("evaluate: the loader yielded no samples")
+    return {
+        "loss": total_loss / count if criterion is not None else None,
+        "accuracy": float(np.trace(confusion)) / count,
+        "confusion": confusion,
+        "count": count,
+    }
+
+
+def _outputs(model, images, batch_size, transform):
+    images = np.asarray(images)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = int(batch_size)
+    chunks = []
+    with _EvalMode(model):
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            chunks.append(model(x if transform is None else transform(x)))
+    if not chunks:
+        raise ValueError("predict: got no images")
+    return np.concatenate(chunks)
+
+
+def predict(model, images, batch_size=256, transform=None):
+    """Class indices (int64, shape (N,)) for `images`: argmax of the outputs in eval mode,
+    in batches of `batch_size`; `transform` (e.g. :func:`nnscratch.data.prepare_images`) is
+    applied to each batch first."""
+    return np.argmax(_outputs(model, images, batch_size, transform), axis=1).astype(np.int64)
+
+
+def predict_proba(model, images, batch_size=256, transform=None):
+    """Class probabilities (N, classes): softmax of the outputs in eval mode. Right for a model
+    ending in ``LogSoftmax`` (softmax of log-probabilities gives the probabilities back) as
+    well as for one outputting logits."""
+    outputs = _outputs(model, images, batch_size, transform)
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------
+
+
+def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader=None):
+    """
+    Write everything :func:`fit` needs to resume after `epoch` completed epochs, atomically.
+
+    Arrays: ``model.<name>`` for each parameter, ``optimizer.<index>.<key>`` for each array
+    of the optimizer's per-parameter state. JSON header: format and version, ``epoch``, the
+    history, the optimizer's param groups and non-array state, the library generator's state
+    and each module's own generator state (keyed by module name), and the loader's epoch.
+    """
+    arrays = {f"model.{name}": param.data for name, param in model.named_parameters()}
+    optimizer_header = None
+    if optimizer is not None:
+        state_dict = optimizer.state_dict()
+        scalars = {}
+        for index, state in state_dict.get("state", {}).items():
+            for key, value in state.items():
+                if isinstance(value, np.ndarray):
+                    arrays[f"optimizer.{index}.{key}"] = value
+                else:
+                    scalars.setdefault(str(index), {})[key] = _to_json(value)
+        optimizer_header = {
+            "class": type(optimizer).__name__,
+            "param_groups": _to_json(state_dict["param_groups"]),
+            "state": scalars,
+        }
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "epoch": int(epoch),
+        "history": (history or History()).as_dict(),
+        "optimizer": optimizer_header,
+        "rng": {
+            "default": _to_json(_rng.default_generator().bit_generator.state),
+            "modules": {name: _to_json(generator.bit_generator.state)
+                        for name, generator in _module_generators(model).items()},
+        },
+        "train_loader_epoch": _loader_epoch(train_loader),
+    }
+    serialization.save_file(path, arrays, header)
+
+
+def load_checkpoint(path, model, optimizer=None, train_loader=None):
+    """
+    Restore a :func:`save_checkpoint` file into `model` (and `optimizer`, `train_loader`, the
+    random generators); return ``(epoch, history)``. The model must have the same parameter
+    names and shapes, the optimizer the same parameter groups.
+    """
+    arrays, header = serialization.load_file(path)
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an nnscratch checkpoint (header format {header.get('format')!r})")
+    if header.get("format_version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {header.get('format_version')!r}, "
+                         f"this nnscratch reads version {CHECKPOINT_VERSION}")
+
+    model_state, optimizer_state = {}, {}
+    for key, array in arrays.items():
+        kind, _, rest = key.partition(".")
+        if kind == "model":
+            model_state[rest] = array
+        elif kind == "optimizer":
+            index, _, name = rest.partition(".")
+            optimizer_state.setdefault(int(index), {})[name] = array
+        else:
+            raise ValueError(f"{path}: unexpected array {key!r} in a checkpoint")
+    model.load_state_dict(model_state)
+
+    if optimizer is not None:
+        saved = header.get("optimizer")
+        if saved is None:
+            raise ValueError(f"{path}: the checkpoint holds no optimizer state")
+        if saved["class"] != type(optimizer).__name__:
+            raise ValueError(f"{path}: the checkpoint holds a {saved['class']} state, "
+                             f"the optimizer is a {type(optimizer).__name__}")
+        for index, scalars in saved.get("state", {}).items():
+            optimizer_state.setdefault(int(index), {}).update(_from_json(scalars))
+        optimizer.load_state_dict({"param_groups": _from_json(saved["param_groups"]), "state": optimizer_state})
+
+    set_generator_state(_rng.default_generator(), _from_json(header["rng"]["default"]))
+    generators = _module_generators(model)
+    for name, state in header["rng"]["modules"].items():
+        state = _from_json(state)
+        module = dict(model.named_modules()).get(name)
+        if module is None:
+            raise ValueError(f"{path}: the checkpoint has a generator for module {name!r}, which the model lacks")
+        if name not in generators:  # the fresh model draws from the library generator: give it its own
+            module.generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+            generators[name] = module.generator
+        set_generator_state(generators[name], state)
+
+    loader_epoch = header.get("train_loader_epoch")
+    if loader_epoch is not None and hasattr(train_loader, "set_epoch"):
+        train_loader.set_epoch(loader_epoch)
+    return int(header["epoch"]), History.from_dict(header.get("history") or {})
+
+
+def set_generator_state(generator, state):
+    """Set a NumPy ``Generator``'s bit-generator state in place (for the library generator use
+    ``set_generator_state(nnscratch.rng.default_generator(), state)``: :func:`nnscratch.manual_seed`
+    replaces that object, so a reference kept from before would be stale)."""
+    generator.bit_generator.state = state
+
+
+def _module_generators(model):
+    """{module name: generator} for the modules that have their own random generator."""
+    return {
+        name: module.generator
+        for name, module in model.named_modules()
+        if getattr(module, "generator", None) is not None and hasattr(module.generator, "bit_generator")
+    }
+
+
+def _loader_epoch(loader):
+    epoch = getattr(loader, "epoch", None)
+    return int(epoch) if epoch is not None else None
+
+
+def _to_json(value):
+    """NumPy scalars and arrays (e.g. an MT19937 key) to JSON; arrays become tagged objects."""
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__", "dtype"}:
+            return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
