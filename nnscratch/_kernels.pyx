@@ -162,8 +162,12 @@ cdef void _im2col_image(const floating* x, floating* cols, Py_ssize_t C, Py_ssiz
                     src = x + (c * H + row) * W + q - pw
                     for j in range(j_lo):
                         out[i * ow + j] = 0
-                    for j in range(j_lo, j_hi):
-                        out[i * ow + j] = src[j * sw]
+                    if sw == 1:  # a contiguous run: the compiler vectorizes this copy
+                        for j in range(j_lo, j_hi):
+                            out[i * ow + j] = src[j]
+                    else:
+                        for j in range(j_lo, j_hi):
+                            out[i * ow + j] = src[j * sw]
                     for j in range(j_hi, ow):
                         out[i * ow + j] = 0
 
@@ -188,8 +192,12 @@ cdef void _col2im_image(const floating* cols, floating* grad_x, Py_ssize_t C, Py
                     if row < 0 or row >= H:
                         continue
                     dst = grad_x + (c * H + row) * W + q - pw
-                    for j in range(j_lo, j_hi):
-                        dst[j * sw] += src[i * ow + j]
+                    if sw == 1:
+                        for j in range(j_lo, j_hi):
+                            dst[j] += src[i * ow + j]
+                    else:
+                        for j in range(j_lo, j_hi):
+                            dst[j * sw] += src[i * ow + j]
 
 
 def _conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[::1] bias,
