@@ -312,7 +312,7 @@ cdef void _maxpool_plane(const floating* x, floating* y, long long* argmax, Py_s
     """``y[i, j] = max`` over the window at ``(i*sh - ph, j*sw - pw)``; ``argmax`` its flat index ``row*W + col``.
     The first maximum in row-major window order wins; a NaN wins over any number. The comparison is
     branch-free (selects, not jumps): on real data the winner is unpredictable."""
-    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi, at, best_at
+    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi, at, best_at, keep
     cdef floating best, v
     cdef bint take
     for i in range(oh):
@@ -322,15 +322,15 @@ cdef void _maxpool_plane(const floating* x, floating* y, long long* argmax, Py_s
             c0 = j * sw - pw
             _window_range(c0, kw, W, &q_lo, &q_hi)
             best_at = (r0 + p_lo) * W + c0 + q_lo
-            best = x[best_at]
             for p in range(p_lo, p_hi):
                 for q in range(q_lo, q_hi):
                     at = (r0 + p) * W + c0 + q
                     v = x[at]
+                    best = x[best_at]
                     take = (v > best) | ((v != v) & (best == best))
-                    best = v if take else best
-                    best_at = at if take else best_at
-            y[i * ow + j] = best
+                    keep = <Py_ssize_t> take - 1  # all ones to keep best_at, zero to take at
+                    best_at = (best_at & keep) | (at & ~keep)
+            y[i * ow + j] = x[best_at]
             argmax[i * ow + j] = best_at
 
 
