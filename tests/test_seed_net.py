@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import nnscratch
-from nnscratch import SGD, CrossEntropyLoss, NLLLoss, models
+from nnscratch import SGD, CrossEntropyLoss, NLLLoss, models, torch_reference
 
 BACKENDS = ["numpy", "cython"]
 BATCH = 8
@@ -148,44 +148,10 @@ def torch():
     return torch
 
 
-def torch_seed_net(torch, log_softmax=True):
-    """The seed's ``Net``, exactly as its PyTorch code (section 4.2)."""
-    nn, F = torch.nn, torch.nn.functional
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 32, 3, 1)
-            self.conv2 = nn.Conv2d(32, 64, 3, 1)
-            self.dropout1 = nn.Dropout(0.25)
-            self.dropout2 = nn.Dropout(0.5)
-            self.fc1 = nn.Linear(9216, 128)
-            self.fc2 = nn.Linear(128, 10)
-
-        def forward(self, x):
-            x = self.conv1(x)
-            x = F.relu(x)
-            x = self.conv2(x)
-            x = F.relu(x)
-            x = F.max_pool2d(x, 2)
-            x = self.dropout1(x)
-            x = torch.flatten(x, 1)
-            x = self.fc1(x)
-            x = F.relu(x)
-            x = self.dropout2(x)
-            x = self.fc2(x)
-            if not log_softmax:
-                return x
-            output = F.log_softmax(x, dim=1)
-            return output
-
-    return Net()
-
-
 def twin_nets(torch, log_softmax=True):
     """An nnscratch seed net and the torch Net holding the same float64 weights, both in eval mode."""
     net = fresh_net(log_softmax=log_softmax).eval().double()
-    tnet = torch_seed_net(torch, log_softmax).double().eval()
+    tnet = torch_reference.seed_net(log_softmax).double().eval()
     state = {name: torch.from_numpy(value.copy()) for name, value in net.state_dict().items()}
     tnet.load_state_dict(state, strict=True)  # same keys, same shapes
     return net, tnet
@@ -211,7 +177,7 @@ def assert_gradients_match(net, tnet, grad_x, tgrad_x, rel=1e-9):
 
 def test_torch_state_dict_keys_match(torch):
     net = models.seed_net()
-    tnet = torch_seed_net(torch)
+    tnet = torch_reference.seed_net()
     tshapes = {k: tuple(v.shape) for k, v in tnet.state_dict().items()}
     assert list(net.state_dict()) == list(tshapes)
     assert {k: v.shape for k, v in net.state_dict().items()} == tshapes

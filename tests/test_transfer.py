@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import nnscratch as nn
-from nnscratch import serialization, transfer
+from nnscratch import serialization, torch_reference, transfer
 from nnscratch.data import DataLoader
 from nnscratch.models import keras_transfer_net, seed_net
 
@@ -800,44 +800,13 @@ def test_the_library_never_imports_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).resolve().parent.parent)
 
 
-def _torch_seed_net(torch):
-    """The seed article's Net, exactly as written there."""
-    tnn, F = torch.nn, torch.nn.functional
-
-    class Net(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(1, 32, 3, 1)
-            self.conv2 = tnn.Conv2d(32, 64, 3, 1)
-            self.dropout1 = tnn.Dropout(0.25)
-            self.dropout2 = tnn.Dropout(0.5)
-            self.fc1 = tnn.Linear(9216, 128)
-            self.fc2 = tnn.Linear(128, 10)
-
-        def forward(self, x):
-            x = self.conv1(x)
-            x = F.relu(x)
-            x = self.conv2(x)
-            x = F.relu(x)
-            x = F.max_pool2d(x, 2)
-            x = self.dropout1(x)
-            x = torch.flatten(x, 1)
-            x = self.fc1(x)
-            x = F.relu(x)
-            x = self.dropout2(x)
-            x = self.fc2(x)
-            return F.log_softmax(x, dim=1)
-
-    return Net()
-
-
 PARITY = {}
 
 
 def test_pytorch_parity_seed_net():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    tnet = _torch_seed_net(torch).eval()
+    tnet = torch_reference.seed_net().eval()
     net = seed_net().eval()
     x = images(8)
 
@@ -861,7 +830,7 @@ def test_pytorch_parity_seed_net():
     # export: an nnscratch-initialized network loaded into PyTorch gives the same outputs
     nn.manual_seed(11)
     mine = seed_net().eval()
-    other = _torch_seed_net(torch).eval()
+    other = torch_reference.seed_net().eval()
     missing, unexpected = other.load_state_dict(
         {k: torch.from_numpy(v) for k, v in transfer.to_torch_state_dict(mine).items()}, strict=True)
     assert not missing and not unexpected
