@@ -13,22 +13,18 @@ user cache; see :func:`nnscratch.data.load_mnist`). A resumed run must be given 
 ``--seed``, ``--limit`` and ``--batch-size`` as the run that wrote the checkpoint.
 
 Two deliberate differences from the seed, both explained where they occur: the loss is
-``NLLLoss`` (the seed's ``CrossEntropyLoss`` on ``log_softmax`` outputs is a double softmax),
+``NLLLoss`` (the seed applies ``CrossEntropyLoss``, i.e. a second log-softmax, to ``log_softmax`` outputs),
 and the loss is printed every 200 mini-batches instead of 2000 (an epoch has only 938).
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-_REPO = Path(__file__).resolve().parent.parent
-if (_REPO / "nnscratch" / "__init__.py").is_file():  # run from a checkout: use its nnscratch,
-    sys.path.insert(0, str(_REPO))                      # not another installed copy
-import nnscratch as nn  # noqa: E402
-from nnscratch.data import DataLoader, load_mnist, prepare_images  # noqa: E402
+import nnscratch as nn
+from nnscratch.data import DataLoader, load_mnist, prepare_images
 
 # The seed prints the running loss every 2000 mini-batches (`if i % 2000 == 1999`), but with
 # batch_size=64 an MNIST epoch is ceil(60000 / 64) = 938 mini-batches, so that line never
@@ -99,10 +95,11 @@ def main(argv=None):
     # ---- 4.3 training --------------------------------------------------------------------
     # criterion = nn.CrossEntropyLoss()
     # Net ends in log_softmax, so its outputs are already log-probabilities, and
-    # CrossEntropyLoss applies log_softmax again: a double softmax. It still trains (the
-    # order of the outputs is kept) but it is not the cross-entropy of the network's
-    # probabilities and its gradients are flattened. The loss that pairs with log-probability
-    # outputs is the negative log-likelihood, which is what CrossEntropyLoss computes on logits.
+    # CrossEntropyLoss applies log_softmax to them again. That happens to change nothing
+    # (log-softmax of log-probabilities is themselves: Σ exp(y) = 1), so the seed's numbers
+    # stand, but it is wasted work and hides which loss is meant. The loss that pairs with
+    # log-probability outputs is the negative log-likelihood, NLLLoss; CrossEntropyLoss is
+    # for networks that end in logits (it is log_softmax followed by NLLLoss).
     criterion = nn.NLLLoss()
     # optimizer = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     optimizer = nn.SGD(net.parameters(), lr=0.01, momentum=0.9)
