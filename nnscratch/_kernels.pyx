@@ -77,6 +77,65 @@ cdef int _threads_for(Py_ssize_t pieces, double work) noexcept:
     return <int> max(1, min(_num_threads, pieces))
 
 
+# ----------------------------------------------------------------------------- element-wise
+
+cdef enum:
+    ELEMENTWISE_CHUNK = 1 << 15  # elements per piece of work handed to a thread
+
+
+# ``zero`` below is typed: a bare ``0`` would be the C double 0.0, turning float32 loops into
+# float64 arithmetic with a conversion per element (several times slower).
+
+cdef void _relu_chunk(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating zero = 0
+    for i in range(n):
+        y[i] = x[i] if (x[i] > zero) | (x[i] != x[i]) else zero  # NaN stays NaN
+
+
+cdef void _relu_backward_chunk(const floating* y, const floating* g, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating zero = 0, one = 1
+    for i in range(n):
+        # g · [y > 0], the reference's product bit for bit (g·0 is -0 for negative g, NaN for
+        # infinite g); selecting the 0/1 factor, rather than the result, lets the loop vectorize
+        out[i] = g[i] * (one if y[i] > zero else zero)
+
+
+def _relu(const floating[::1] x, floating[::1] y):
+    cdef Py_ssize_t n = x.shape[0], chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK, c, start
+    cdef int nt = _threads_for(chunks, <double> n)
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            start = c * ELEMENTWISE_CHUNK
+            _relu_chunk(&x[start], &y[start], min(ELEMENTWISE_CHUNK, n - start))
+
+
+def _relu_backward(const floating[::1] y, const floating[::1] g, floating[::1] out):
+    cdef Py_ssize_t n = y.shape[0], chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK, c, start
+    cdef int nt = _threads_for(chunks, <double> n)
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            start = c * ELEMENTWISE_CHUNK
+            _relu_backward_chunk(&y[start], &g[start], &out[start], min(ELEMENTWISE_CHUNK, n - start))
+
+
+def relu_forward(x):
+    """Compiled :func:`nnscratch.reference.relu_forward`: one pass, split across threads."""
+    y = np.empty_like(x)
+    if x.size:
+        _relu(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(y, grad_y):
+    """Compiled :func:`nnscratch.reference.relu_backward`."""
+    grad_x = np.empty_like(grad_y)
+    if y.size:
+        _relu_backward(y.reshape(-1), grad_y.reshape(-1), grad_x.reshape(-1))
+    return grad_x
+
+
 # ----------------------------------------------------------------------------- matrix product
 
 def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,

@@ -6,17 +6,16 @@ from .module import Module
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``; backward ``∂L/∂x = ∂L/∂y · [x > 0]``."""
+    """``y = max(x, 0)``; backward ``∂L/∂x = ∂L/∂y · [x > 0]`` (see :func:`nnscratch.reference.relu_forward`)."""
 
     def forward(self, x):
-        x = ops.check_float_array(x, self._where())
-        self._positive = x > 0
-        return np.maximum(x, 0)
+        self._output = ops.relu(x, where=self._where())
+        return self._output
 
     def backward(self, grad_output, need_input_grad=True):
-        positive = self._saved("_positive")
-        self._check_grad_output(grad_output, positive.shape)
-        return grad_output * positive if need_input_grad else None
+        y = self._saved("_output")
+        self._check_grad_output(grad_output, y.shape)
+        return ops.relu_backward(y, grad_output, where=self._where()) if need_input_grad else None
 
 
 class _AlongDim(Module):

@@ -71,6 +71,20 @@ def window_output_size(input_shape, kernel, stride, padding, where):
     return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
+# ----------------------------------------------------------------------------- ReLU
+
+def relu(x, where="relu"):
+    """``max(x, 0)`` element-wise: see :func:`nnscratch.reference.relu_forward`."""
+    return _backend.kernels().relu_forward(check_float_array(x, where))
+
+
+def relu_backward(y, grad_y, where="relu"):
+    """``∂L/∂y · [y > 0]`` from the forward output ``y``: see :func:`nnscratch.reference.relu_backward`."""
+    y = check_float_array(y, where, what="output")
+    grad_y = _check_grad_output(grad_y, y.shape, where, y.dtype)
+    return _backend.kernels().relu_backward(y, grad_y)
+
+
 # ----------------------------------------------------------------------------- dense
 
 def _check_linear(x, weight, where):

@@ -79,7 +79,7 @@ class SGD:
                         buffer = state["momentum_buffer"] = np.array(grad, copy=True)
                     else:
                         buffer *= buffer.dtype.type(momentum)
-                        buffer += buffer.dtype.type(1 - dampening) * grad
+                        buffer += buffer.dtype.type(1 - dampening) * grad if dampening else grad
                     grad = grad + buffer.dtype.type(momentum) * buffer if group["nesterov"] else buffer
                 param.data -= param.data.dtype.type(lr) * grad
 

@@ -53,6 +53,20 @@ def _unpad(x_padded, padding):
     return x_padded[:, :, ph:h - ph, pw:w - pw]
 
 
+# ----------------------------------------------------------------------------- ReLU
+
+def relu_forward(x):
+    """Rectified linear unit, element-wise: ``y = max(x, 0)`` (a NaN stays NaN)."""
+    return np.maximum(x, 0)
+
+
+def relu_backward(y, grad_y):
+    """Gradient of :func:`relu_forward` from its output: ``∂L/∂x = ∂L/∂y · [y > 0]``
+    (``y > 0`` exactly where ``x > 0``; the gradient at 0 is taken as 0, as PyTorch does).
+    It is a product, so a non-finite upstream gradient stays non-finite where the unit is off."""
+    return grad_y * (y > 0)
+
+
 # ----------------------------------------------------------------------------- dense (fully connected)
 
 def linear_forward(x, weight, bias):

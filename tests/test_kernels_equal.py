@@ -437,3 +437,26 @@ def test_linear_forward_backward(n, fin, fout, bias, dtype, need_input_grad, nee
             assert_close(g, e, f"linear_backward {what}")
         else:
             assert g is None and e is None, what
+
+
+# ----------------------------------------------------------------------------- ReLU
+
+@settings(max_examples=60, **SETTINGS)
+@given(shape=st.lists(st.integers(0, 70), min_size=1, max_size=4).filter(lambda s: np.prod(s) <= 200_000),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_relu_bit_identical(shape, dtype, seed):
+    """The compiled ReLU equals the reference bit for bit, with zeros, NaN and infinities in both the
+    input and the upstream gradient (the chunked, multi-threaded path is taken above 2**15 elements)."""
+    K = compiled()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    grad = rng.standard_normal(shape).astype(dtype)
+    specials = np.array([0.0, -0.0, np.nan, np.inf, -np.inf], dtype=dtype)
+    for a in (x, grad):
+        flat = a.reshape(-1)
+        where = rng.integers(0, flat.size, size=min(flat.size, 20)) if flat.size else []
+        flat[where] = rng.choice(specials, size=len(where))
+    y_ref, y_ours = R.relu_forward(x), K.relu_forward(x)
+    assert y_ours.dtype == y_ref.dtype and np.array_equal(y_ours.view(np.uint8), y_ref.view(np.uint8))
+    g_ref, g_ours = R.relu_backward(y_ref, grad), K.relu_backward(y_ours, grad)
+    assert g_ours.dtype == g_ref.dtype and np.array_equal(g_ours.view(np.uint8), g_ref.view(np.uint8))
