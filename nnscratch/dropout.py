@@ -38,7 +38,7 @@ class Dropout(Module):
             return x
         generator = self.generator or default_generator()
         keep = generator.random(x.shape, dtype=np.float32) >= self.p
-        self._scale = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self._scale = np.multiply(keep, 1.0 / (1.0 - self.p), dtype=x.dtype)  # m / (1 - p)
         return x * self._scale
 
     def backward(self, grad_output, need_input_grad=True):
