@@ -20,7 +20,7 @@ class Parameter:
     ``.requires_grad`` (``False`` freezes it: no gradient is computed and no optimizer touches it)."""
 
     def __init__(self, data, requires_grad=True):
-        self.data = np.ascontiguousarray(data)
+        self.data = np.require(data, requirements="C")  # C-contiguous; a 0-d array stays 0-d
         self.grad = None
         self.requires_grad = bool(requires_grad)
 
