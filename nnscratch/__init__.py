@@ -11,7 +11,6 @@ PyTorch code maps onto nnscratch line by line::
     loss = criterion(net(x), y)
     optimizer.zero_grad(); net.backward(criterion.backward()); optimizer.step()
 """
-from . import _backend
 from ._backend import backend, get_num_threads, set_backend, set_num_threads, use_backend
 from .activation import LogSoftmax, ReLU, Softmax
 from .container import Sequential

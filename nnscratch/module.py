@@ -10,6 +10,7 @@ Parameters and sub-modules assigned as attributes are registered automatically, 
 ``named_parameters()`` yields names such as ``conv1.weight`` and ``state_dict()`` uses
 the same keys as the equivalent PyTorch model.
 """
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -128,6 +129,18 @@ class Module:
     def eval(self):
         """Evaluation mode (dropout is the identity); returns ``self``."""
         return self.train(False)
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """Evaluation mode inside a ``with`` block; afterwards every sub-module gets back its own
+        previous mode (a user may have left some layers in training mode on purpose)."""
+        modes = [(module, module.training) for module in self.modules()]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for module, mode in modes:
+                object.__setattr__(module, "training", mode)
 
     def zero_grad(self):
         """Forget accumulated gradients (``.grad = None``, as PyTorch's ``set_to_none=True``)."""

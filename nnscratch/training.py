@@ -261,21 +261,6 @@ def _count_correct(outputs, y):
 # ---------------------------------------------------------------------------
 
 
-class _EvalMode:
-    """Put every module in eval mode; restore each module's own previous mode afterwards."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(module, module.training) for module in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for module, mode in self.modes:
-            module.training = mode
-
-
 def evaluate(model, criterion, loader):
     """
     The seed's section 4.5: run `model` in eval mode over `loader` and measure it.
@@ -297,7 +282,7 @@ def evaluate(model, criterion, loader):
         of samples of that class) and ``count`` (number of samples).
     """
     total_loss, count, confusion = 0.0, 0, None
-    with _EvalMode(model):
+    with model.eval_mode():
         for x, y in loader:
             outputs = model(x)
             y = np.asarray(y).astype(np.int64, copy=False)
@@ -328,7 +313,7 @@ def _outputs(model, images, batch_size, transform):
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batch_size = int(batch_size)
     chunks = []
-    with _EvalMode(model):
+    with model.eval_mode():
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             chunks.append(model(x if transform is None else transform(x)))

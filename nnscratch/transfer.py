@@ -1005,22 +1005,6 @@ def adapt_input_channels(model, in_channels):
 # ---------------------------------------------------------------------------
 
 
-class _EvalMode:
-    """Eval mode inside the block; every module's own previous mode restored afterwards."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(module, module.training) for module in self.model.modules()]
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        for module, mode in self.modes:
-            object.__setattr__(module, "training", mode)
-
-
 def extract_features(model, images, upto, batch_size=256, transform=None):
     """
     Use a (pre-trained) network as a fixed feature extractor.
@@ -1055,7 +1039,7 @@ def extract_features(model, images, upto, batch_size=256, transform=None):
     if len(images) == 0:
         raise ValueError("extract_features: got no images")
     chunks = []
-    with _EvalMode(model):
+    with model.eval_mode():
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             chunks.append(body(x if transform is None else transform(x)))
@@ -1203,7 +1187,7 @@ def _layer_shape_flops(layer, shape):
     if isinstance(layer, Dropout):
         return shape, 0  # the identity in eval mode
     # another kind of layer: run it once on zeros, in eval mode, FLOPs unknown (counted 0)
-    with _EvalMode(layer):
+    with layer.eval_mode():
         dtype = next((p.dtype for p in layer.parameters()), np.float32)
         out = layer(np.zeros(shape, dtype=dtype))
     return tuple(out.shape), 0
