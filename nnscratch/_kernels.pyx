@@ -20,10 +20,11 @@ parallelism is ours, over images, so one pool of threads owns the cores (a multi
 BLAS inside or beside OpenMP loops makes the two pools fight for them).
 """
 import numpy as np
-cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from nnscratch.reference import output_size
 
 cdef int _num_threads = 1
 
@@ -315,8 +316,7 @@ def _geometry(x, weight, stride, padding):
     """(K, OH, OW, threads) of a convolution: ``K = C·KH·KW`` rows per im2col buffer."""
     n, c, h, w = x.shape
     kh, kw = weight.shape[2], weight.shape[3]
-    oh = (h + 2 * padding[0] - kh) // stride[0] + 1
-    ow = (w + 2 * padding[1] - kw) // stride[1] + 1
+    oh, ow = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
     return c * kh * kw, oh, ow, _threads_for(n, <double> n * weight.shape[0] * c * kh * kw * oh * ow)
 
 
@@ -478,7 +478,7 @@ def _avgpool_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad
 
 def _pool_output(x, kernel, stride, padding):
     n, c, h, w = x.shape
-    return n, c, (h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    return n, c, output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1])
 
 
 def maxpool2d_forward(x, kernel, stride, padding):

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from . import _backend
+from . import _backend, reference
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -59,6 +59,16 @@ def _check_grad_output(grad_y, expected_shape, where, dtype=None):
     return grad_y if dtype is None else grad_y.astype(dtype, copy=False)
 
 
+def _check_bias(bias, weight, dtype, where):
+    """``None``, or a 1-D float array with one entry per output channel/feature, cast to ``dtype``."""
+    if bias is None:
+        return None
+    bias = check_float_array(bias, where, ndim=1, what="bias").astype(dtype, copy=False)
+    if bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"{where}: bias shape {bias.shape} does not match weight shape {weight.shape}")
+    return bias
+
+
 def window_output_size(input_shape, kernel, stride, padding, where):
     """Output (OH, OW) of a sliding window over an NCHW input, or a clear error if none fits."""
     h, w = input_shape[2:]
@@ -68,7 +78,7 @@ def window_output_size(input_shape, kernel, stride, padding, where):
             f"{where}: kernel {kernel} is larger than the padded input {(h + 2 * ph, w + 2 * pw)} "
             f"(input shape {tuple(input_shape)}, padding {padding})"
         )
-    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    return reference.output_size(h, kh, sh, ph), reference.output_size(w, kw, sw, pw)
 
 
 # ----------------------------------------------------------------------------- ReLU
@@ -101,11 +111,7 @@ def _check_linear(x, weight, where):
 def linear(x, weight, bias=None, where="linear"):
     """``y = x Wᵀ + b``: see :func:`nnscratch.reference.linear_forward`."""
     x, weight = _check_linear(x, weight, where)
-    if bias is not None:
-        bias = check_float_array(bias, where, ndim=1, what="bias").astype(x.dtype, copy=False)
-        if bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"{where}: bias shape {bias.shape} does not match weight shape {weight.shape}")
-    return _backend.kernels().linear_forward(x, weight, bias)
+    return _backend.kernels().linear_forward(x, weight, _check_bias(bias, weight, x.dtype, where))
 
 
 def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True, where="linear"):
@@ -125,10 +131,7 @@ def _check_conv(x, weight, bias, stride, padding, where):
             f"{where}: input has {x.shape[1]} channels (shape {x.shape}) but the weight expects "
             f"{weight.shape[1]} (weight shape {weight.shape})"
         )
-    if bias is not None:
-        bias = check_float_array(bias, where, ndim=1, what="bias").astype(x.dtype, copy=False)
-        if bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"{where}: bias shape {bias.shape} does not match weight shape {weight.shape}")
+    bias = _check_bias(bias, weight, x.dtype, where)
     stride = pair(stride, "stride", where, 1)
     padding = pair(padding, "padding", where, 0)
     out_hw = window_output_size(x.shape, weight.shape[2:], stride, padding, where)
