@@ -27,6 +27,7 @@ training loader's epoch counter (which fixes its shuffle order).
 the confusion matrix; :func:`predict` gives class indices for a batch of images.
 """
 import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -307,18 +308,21 @@ def evaluate(model, criterion, loader):
     }
 
 
-def _outputs(model, images, batch_size, transform):
+def forward_in_batches(model, images, batch_size=256, transform=None, caller="forward_in_batches"):
+    """Outputs of `model` for `images`, computed in eval mode (dropout off) `batch_size` images at a
+    time and concatenated; every module gets back its own mode afterwards. `transform` (e.g.
+    :func:`nnscratch.data.prepare_images`) is applied to each batch first. `caller` names the
+    function in error messages."""
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"{caller}: batch_size must be a positive int, got {batch_size!r}")
     images = np.asarray(images)
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    batch_size = int(batch_size)
+    if len(images) == 0:
+        raise ValueError(f"{caller}: got no images")
     chunks = []
     with model.eval_mode():
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             chunks.append(model(x if transform is None else transform(x)))
-    if not chunks:
-        raise ValueError("predict: got no images")
     return np.concatenate(chunks)
 
 
@@ -326,14 +330,14 @@ def predict(model, images, batch_size=256, transform=None):
     """Class indices (int64, shape (N,)) for `images`: argmax of the outputs in eval mode,
     in batches of `batch_size`; `transform` (e.g. :func:`nnscratch.data.prepare_images`) is
     applied to each batch first."""
-    return np.argmax(_outputs(model, images, batch_size, transform), axis=1).astype(np.int64)
+    return np.argmax(forward_in_batches(model, images, batch_size, transform, "predict"), axis=1).astype(np.int64)
 
 
 def predict_proba(model, images, batch_size=256, transform=None):
     """Class probabilities (N, classes): softmax of the outputs in eval mode. Right for a model
     ending in ``LogSoftmax`` (softmax of log-probabilities gives the probabilities back) as
     well as for one outputting logits."""
-    outputs = _outputs(model, images, batch_size, transform)
+    outputs = forward_in_batches(model, images, batch_size, transform, "predict_proba")
     shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 

@@ -88,6 +88,7 @@ from .flatten import Flatten
 from .module import Parameter
 from .optim import SGD
 from .pooling import AvgPool2d, MaxPool2d
+from .training import History, fit, forward_in_batches
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "LAYER_CLASSES", "LoadReport",
@@ -1032,18 +1033,7 @@ def extract_features(model, images, upto, batch_size=256, transform=None):
     -------
     features : ndarray, shape (N, ...)
     """
-    if not _is_int(batch_size, 1):
-        raise ValueError(f"extract_features: batch_size must be a positive int, got {batch_size!r}")
-    body = cut(model, upto)
-    images = np.asarray(images) if not isinstance(images, np.ndarray) else images
-    if len(images) == 0:
-        raise ValueError("extract_features: got no images")
-    chunks = []
-    with model.eval_mode():
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size]
-            chunks.append(body(x if transform is None else transform(x)))
-    return np.concatenate(chunks)
+    return forward_in_batches(cut(model, upto), images, batch_size, transform, "extract_features")
 
 
 def param_groups(model, lr, body_lr=None, head=("fc2",)):
@@ -1116,8 +1106,6 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
     history : :class:`~nnscratch.History`
         Both phases: the first `head_epochs` entries are phase 1.
     """
-    from .training import History, fit
-
     optimizer = SGD(param_groups(model, lr, body_lr, head), lr=lr, momentum=momentum, weight_decay=weight_decay)
     freeze(model)
     unfreeze(model, _as_names(head, "fine_tune: head"))
