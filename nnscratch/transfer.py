@@ -578,7 +578,7 @@ def save_weights(model, path, metadata=None, input_shape=None):
     serialization.save_file(path, model.state_dict(), header)
 
 
-def _read_weights(path, caller):
+def _read_weights(path):
     """(arrays, header) of a weight file; also accepts fit() checkpoints and foreign safetensors files."""
     arrays, header = serialization.load_file(path)
     kind = header.get("format")
@@ -591,9 +591,7 @@ def _read_weights(path, caller):
         arrays = {name[len("model."):]: a for name, a in arrays.items() if name.startswith("model.")}
     elif header:
         raise ValueError(f"{path}: not an nnscratch weight file (header format {kind!r:.100})")
-    for name, array in arrays.items():
-        _check_numeric(name, array, caller)
-    return _model_order(arrays, header), header
+    return _model_order(arrays, header), header  # load_file returns numeric arrays only
 
 
 def _model_order(arrays, header):
@@ -643,7 +641,7 @@ def load_weights(model, path, strict=True, skip=()):
     -------
     report : :class:`LoadReport`
     """
-    arrays, header = _read_weights(path, "load_weights")
+    arrays, header = _read_weights(path)
     return _load_arrays(model, arrays, strict, skip, str(path), header, "load_weights")
 
 
@@ -673,7 +671,7 @@ def load_model(path):
         The file is invalid or hostile, not an nnscratch weight file, its architecture
         cannot be rebuilt, or its arrays do not match the architecture.
     """
-    arrays, header = _read_weights(path, "load_model")
+    arrays, header = _read_weights(path)
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: load_model needs a file written by save_weights (with an architecture); "
                          "build the model in code and use load_weights")
