@@ -139,27 +139,41 @@ def relu_backward(y, grad_y):
 
 # ----------------------------------------------------------------------------- matrix product
 
+MATMUL_BLOCKS = 4  # a matrix product big enough for threads is cut into this many blocks
+
+
 def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
             bint trans_a, bint trans_b):
-    """``c = op(a) @ op(b)``, the rows of ``c`` split in contiguous blocks across threads."""
+    """``c = op(a) @ op(b)``, cut into blocks of rows of ``c`` or of columns, whichever side is
+    longer (a block then reads only its share of the larger operand: BLAS copies every operand
+    into its own packed layout, so cutting the short side would have each block pack the whole
+    large matrix). The blocks depend on the shapes only, never on the thread count: BLAS picks
+    its kernels by size, so blocks that changed with the threads would change the rounding."""
     cdef int m = c.shape[0], n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
-    cdef int nt = _threads_for(m, <double> m * n * k), t, r0, r1
+    cdef bint by_rows = m >= n
+    cdef int length = m if by_rows else n
+    cdef int blocks = 1 if <double> m * n * k < PARALLEL_MIN_WORK else min(length, MATMUL_BLOCKS)
+    cdef int nt = _threads_for(blocks, <double> m * n * k), i, lo, hi
     cdef const floating* a_block
+    cdef const floating* b_block
     if m == 0 or n == 0:
         return
     if k == 0:
         c[:, :] = 0
         return
     with nogil:
-        for t in prange(nt, schedule="static", num_threads=nt):
-            r0 = (m * t) // nt
-            r1 = (m * (t + 1)) // nt
-            if r1 > r0:
-                # rows r0..r1 of op(a): rows of a, or (transposed) columns of a
-                a_block = &a[0, r0] if trans_a else &a[r0, 0]
-                _gemm(trans_a, trans_b, r1 - r0, n, k, 1, a_block, a.shape[1], &b[0, 0], b.shape[1],
-                      0, &c[r0, 0], c.shape[1])
+        for i in prange(blocks, schedule="static", num_threads=nt):
+            lo = (length * i) // blocks
+            hi = (length * (i + 1)) // blocks
+            if by_rows:  # rows lo..hi of op(a): rows of a, or (transposed) columns of a
+                a_block = &a[0, lo] if trans_a else &a[lo, 0]
+                _gemm(trans_a, trans_b, hi - lo, n, k, 1, a_block, a.shape[1], &b[0, 0], b.shape[1],
+                      0, &c[lo, 0], c.shape[1])
+            else:  # columns lo..hi of op(b): columns of b, or (transposed) rows of b
+                b_block = &b[lo, 0] if trans_b else &b[0, lo]
+                _gemm(trans_a, trans_b, m, hi - lo, k, 1, &a[0, 0], a.shape[1], b_block, b.shape[1],
+                      0, &c[0, lo], c.shape[1])
 
 
 def linear_forward(x, weight, bias):

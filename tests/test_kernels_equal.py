@@ -417,6 +417,33 @@ def test_thread_counts_give_bit_identical_results(dtype, n):
 
 # ----------------------------------------------------------------------------- dense (linear)
 
+# Big enough for two threads (above PARALLEL_MIN_WORK), and shaped so that each of the three
+# products is cut by rows in one case and by columns in another (the longer side of the result
+# is split), with sizes that do not divide evenly between the threads.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, fin, fout", [(67, 301, 21), (9, 203, 97), (130, 17, 45)])
+def test_linear_threads_split_rows_or_columns_bit_identically(dtype, n, fin, fout):
+    K = compiled()
+    assert n * fin * fout > K.PARALLEL_MIN_WORK
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, fin)).astype(dtype)
+    weight = rng.standard_normal((fout, fin)).astype(dtype)
+    bias = rng.standard_normal(fout).astype(dtype)
+    grad_y = rng.standard_normal((n, fout)).astype(dtype)
+    previous = nnscratch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            nnscratch.set_num_threads(threads)
+            results[threads] = (K.linear_forward(x, weight, bias),) + K.linear_backward(x, weight, grad_y)
+    finally:
+        nnscratch.set_num_threads(previous)
+    expected = (R.linear_forward(x, weight, bias),) + R.linear_backward(x, weight, grad_y)
+    for what, one, two, ref in zip(("y", "grad_x", "grad_weight"), results[1], results[2], expected):
+        assert np.array_equal(one, two), f"linear {what} differs between 1 and 2 threads"
+        assert_close(two, ref, f"linear {what}")
+
+
 @settings(max_examples=50, **SETTINGS)
 @given(n=st.integers(1, 6), fin=st.integers(1, 9), fout=st.integers(1, 7), bias=st.booleans(), dtype=DTYPES,
        need_input_grad=st.booleans(), need_weight_grad=st.booleans(), seed=st.integers(0, 2**32 - 1))
