@@ -7,13 +7,14 @@ The default is ``"cython"`` when the extension is built, otherwise ``"numpy"`` w
 ``NNSCRATCH_BACKEND=numpy|cython`` in the environment, :func:`set_backend` or the
 :func:`use_backend` context manager choose one explicitly. ``NNSCRATCH_NUM_THREADS`` or
 :func:`set_num_threads` set how many threads the compiled kernels use (default: the cores
-this process may run on).
+this process may run on). At import, malloc is asked to keep freed memory for reuse
+(:mod:`nnscratch._malloc`; ``NNSCRATCH_KEEP_FREED_MEMORY=0`` turns that off).
 """
 import contextlib
 import os
 import warnings
 
-from . import reference
+from . import _malloc, reference
 
 try:
     from . import _kernels
@@ -109,6 +110,7 @@ def _single_threaded_kernel_blas():
 
 def _initialize():
     requested = os.environ.get("NNSCRATCH_BACKEND", "").strip()
+    _malloc.keep_freed_memory()
     if _kernels is not None:
         _single_threaded_kernel_blas()
     if requested:

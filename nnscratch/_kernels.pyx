@@ -22,9 +22,10 @@ BLAS inside or beside OpenMP loops makes the two pools fight for them).
 import numpy as np
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport uint64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from nnscratch.reference import output_size
+from nnscratch.reference import SPLITMIX64_GAMMA, SPLITMIX64_MIX, dropout_threshold, output_size
 
 cdef int _num_threads = 1
 
@@ -135,6 +136,52 @@ def relu_backward(y, grad_y):
     if y.size:
         _relu_backward(y.reshape(-1), grad_y.reshape(-1), grad_x.reshape(-1))
     return grad_x
+
+
+# ----------------------------------------------------------------------------- dropout
+
+cdef uint64_t _GAMMA = SPLITMIX64_GAMMA, _MIX1 = SPLITMIX64_MIX[0], _MIX2 = SPLITMIX64_MIX[1]
+
+
+cdef void _dropout_chunk(const floating* x, floating* y, Py_ssize_t n, uint64_t key, uint64_t first,
+                         uint64_t threshold, floating scale) noexcept nogil:
+    """``y[i] = x[i] · (scale if element first + i is kept else 0)``, the keep test of
+    :func:`nnscratch.reference.dropout_keep_mask` (unsigned arithmetic wraps modulo 2⁶⁴, as there)."""
+    cdef Py_ssize_t i
+    cdef uint64_t z, gamma = _GAMMA, mix1 = _MIX1, mix2 = _MIX2
+    cdef uint64_t weyl = key + first * gamma  # the Weyl sequence key + (first + i + 1) γ, step by step
+    cdef floating factor[2]  # indexed by the keep flag: no unpredictable branch, and no integer-to-
+    factor[0] = 0            # float conversion (whose false register dependency made it 4× slower)
+    factor[1] = scale
+    for i in range(n):
+        weyl = weyl + gamma
+        z = (weyl ^ (weyl >> 30)) * mix1
+        z = (z ^ (z >> 27)) * mix2
+        z = z ^ (z >> 31)
+        # a product, as the reference: x · scale, or x · 0 (which is -0 or NaN where x is)
+        y[i] = x[i] * factor[(z >> 32) >= threshold]
+
+
+def _dropout(const floating[::1] x, floating[::1] y, uint64_t key, uint64_t threshold, floating scale):
+    cdef Py_ssize_t n = x.shape[0], chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK, c, start
+    cdef int nt = _threads_for(chunks, <double> n * 8)  # ~8 integer operations per element
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            start = c * ELEMENTWISE_CHUNK
+            _dropout_chunk(&x[start], &y[start], min(ELEMENTWISE_CHUNK, n - start), key, start, threshold, scale)
+
+
+def dropout_forward(x, p, key):
+    """Compiled :func:`nnscratch.reference.dropout_forward`: the mask is drawn and applied in one pass."""
+    y = np.empty_like(x)
+    if x.size:
+        _dropout(x.reshape(-1), y.reshape(-1), key, dropout_threshold(p), x.dtype.type(1 / (1 - p)))
+    return y
+
+
+def dropout_backward(grad_y, p, key):
+    """Compiled :func:`nnscratch.reference.dropout_backward` (the same pass over the gradient)."""
+    return dropout_forward(grad_y, p, key)
 
 
 # ----------------------------------------------------------------------------- matrix product

@@ -10,10 +10,13 @@ class Dropout(Module):
     """Zero each element with probability ``p`` and scale the survivors by ``1/(1-p)`` so the
     expected activation is unchanged ("inverted" dropout, as PyTorch); the identity in eval mode.
 
-    ``y = x · m / (1 - p)`` with ``m ~ Bernoulli(1 - p)``; backward ``∂L/∂x = ∂L/∂y · m / (1 - p)``.
+    ``y = x · m / (1 - p)`` with ``m ~ Bernoulli(1 - p)``; backward ``∂L/∂x = ∂L/∂y · m / (1 - p)``
+    (:func:`nnscratch.reference.dropout_forward`).
 
-    Masks are drawn from ``generator`` (default: the library-wide generator of :mod:`nnscratch.rng`,
-    so :func:`nnscratch.manual_seed` makes them reproducible); :meth:`manual_seed` gives this
+    Each forward pass draws one 64-bit key from ``generator`` (default: the library-wide generator
+    of :mod:`nnscratch.rng`, so :func:`nnscratch.manual_seed` makes the masks reproducible); the
+    mask is a pure function of that key (:func:`nnscratch.reference.dropout_keep_mask`), so the
+    backward pass recomputes it rather than keeping it in memory. :meth:`manual_seed` gives this
     layer a generator of its own (gradient checks use it to replay one mask).
     """
 
@@ -34,15 +37,17 @@ class Dropout(Module):
         x = ops.check_float_array(x, self._where())
         self._output_shape = x.shape
         if not self.training or self.p == 0.0:
-            self._scale = None  # the identity: the gradient passes unchanged
+            self._key = None  # the identity: the gradient passes unchanged
             return x
         generator = self.generator or default_generator()
-        keep = generator.random(x.shape, dtype=np.float32) >= self.p
-        self._scale = np.multiply(keep, 1.0 / (1.0 - self.p), dtype=x.dtype)  # m / (1 - p)
-        return x * self._scale
+        self._key = int(generator.integers(0, 2**64, dtype=np.uint64))
+        return ops.dropout(x, self.p, self._key, where=self._where())
 
     def backward(self, grad_output, need_input_grad=True):
-        self._check_grad_output(grad_output, self._saved("_output_shape"))
+        output_shape = self._saved("_output_shape")
+        self._check_grad_output(grad_output, output_shape)
         if not need_input_grad:
             return None
-        return grad_output if self._scale is None else grad_output * self._scale
+        if self._key is None:
+            return grad_output
+        return ops.dropout_backward(grad_output, self.p, self._key, output_shape, where=self._where())

@@ -48,7 +48,7 @@ def check_float_array(x, where, ndim=None, what="input", layout=None):
         raise ValueError(
             f"{where}: expected a {ndim}-D {what}" + (f" {layout}" if layout else "") + f", got shape {x.shape}"
         )
-    return np.ascontiguousarray(x)
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
 def _check_grad_output(grad_y, expected_shape, where, dtype=None):
@@ -93,6 +93,31 @@ def relu_backward(y, grad_y, where="relu"):
     y = check_float_array(y, where, what="output")
     grad_y = _check_grad_output(grad_y, y.shape, where, y.dtype)
     return _backend.kernels().relu_backward(y, grad_y)
+
+
+# ----------------------------------------------------------------------------- dropout
+
+def _check_dropout(p, key, where):
+    if not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+        raise ValueError(f"{where}: p must be a number in [0, 1), got {p!r}")
+    if not isinstance(key, numbers.Integral) or isinstance(key, bool) or not 0 <= key < 2**64:
+        raise ValueError(f"{where}: key must be an int in [0, 2**64), got {key!r}")
+    return float(p), int(key)
+
+
+def dropout(x, p, key, where="dropout"):
+    """``x · m / (1 - p)`` with the keep mask drawn from ``key``: see :func:`nnscratch.reference.dropout_forward`."""
+    x = check_float_array(x, where)
+    p, key = _check_dropout(p, key, where)
+    return _backend.kernels().dropout_forward(x, p, key)
+
+
+def dropout_backward(grad_y, p, key, output_shape, where="dropout"):
+    """``∂L/∂y · m / (1 - p)``, the forward's mask recomputed from ``key``: see
+    :func:`nnscratch.reference.dropout_backward`."""
+    grad_y = _check_grad_output(grad_y, output_shape, where)
+    p, key = _check_dropout(p, key, where)
+    return _backend.kernels().dropout_backward(grad_y, p, key)
 
 
 # ----------------------------------------------------------------------------- dense

@@ -67,6 +67,49 @@ def relu_backward(y, grad_y):
     return grad_y * (y > 0)
 
 
+# ----------------------------------------------------------------------------- dropout
+
+SPLITMIX64_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: 2⁶⁴ / golden ratio, odd
+SPLITMIX64_MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def dropout_keep_mask(key, size, p):
+    """Dropout's keep mask ``m``, ``size`` draws of Bernoulli(1 - p) from a 64-bit ``key``.
+
+    Element ``i`` is kept when ``u_i ≥ p``, where ``u_i ∈ [0, 1)`` is the top 32 bits (over 2³²)
+    of ``splitmix64(key + (i + 1) γ)``: the counter-based generator of Steele, Lea & Flood (2014),
+    which mixes the i-th point of a Weyl sequence (``γ`` = ``SPLITMIX64_GAMMA``) with two
+    multiply-xorshift rounds, in wrapping 64-bit arithmetic. Every element is a pure function of
+    ``(key, i)``: the backward pass recomputes the mask instead of storing it, and threads can
+    draw any part of it with the same result (PyTorch's GPU dropout uses the counter-based Philox
+    for the same reasons). ``P(keep) = 1 - round(p · 2³²) / 2³²``.
+    """
+    mix1, mix2 = (np.uint64(m) for m in SPLITMIX64_MIX)
+    z = np.uint64(key) + np.arange(1, size + 1, dtype=np.uint64) * np.uint64(SPLITMIX64_GAMMA)
+    z = (z ^ (z >> np.uint64(30))) * mix1
+    z = (z ^ (z >> np.uint64(27))) * mix2
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(32)) >= np.uint64(dropout_threshold(p))
+
+
+def dropout_threshold(p):
+    """``round(p · 2³²)``: ``u_i ≥ p`` compared as 32-bit integers."""
+    return round(p * 2**32)
+
+
+def dropout_forward(x, p, key):
+    """Inverted dropout: ``y = x · m / (1 - p)`` with ``m = dropout_keep_mask(key, x.size, p)``
+    laid out like ``x`` (C order); the expectation of ``y`` is ``x``."""
+    keep = dropout_keep_mask(key, x.size, p).reshape(x.shape)
+    return x * np.where(keep, x.dtype.type(1 / (1 - p)), x.dtype.type(0))
+
+
+def dropout_backward(grad_y, p, key):
+    """``∂L/∂x = ∂L/∂y · m / (1 - p)``: the same mask, recomputed from ``key``. It is the forward
+    formula applied to the gradient."""
+    return dropout_forward(grad_y, p, key)
+
+
 # ----------------------------------------------------------------------------- dense (fully connected)
 
 def linear_forward(x, weight, bias):

@@ -229,11 +229,8 @@ def test_non_float_input_to_elementwise_layers(layer):
     raises(TypeError, lambda: layer(np.ones((2, 3), dtype=np.int64)), type(layer).__name__ + "(", "int64")
 
 
-# KNOWN BUG (missing validation) for LogSoftmax, Softmax, Dropout and Flatten: their backward
-# does not check grad_output's shape. LogSoftmax/Softmax/Dropout broadcast a (1, C) or (N, 1)
-# gradient silently and return a wrong (N, C) result; Flatten reshapes any same-size array
-# (e.g. the transposed gradient) silently, and a wrong-size one fails with numpy's reshape
-# message that does not name the layer. ReLU (and every layer with parameters) does check.
+# Every element-wise layer checks grad_output's shape: a (1, C) or (N, 1) gradient must not broadcast
+# silently, and Flatten must not reshape a same-size array (e.g. the transposed gradient).
 @pytest.mark.parametrize(
     "layer, x, bad_grad",
     [
@@ -256,11 +253,18 @@ def test_dropout_bad_p():
         raises(ValueError, lambda: nn.Dropout(p), "Dropout(", str(p))
 
 
+def test_dropout_op_bad_arguments(backend):
+    x = f64(4, 3)
+    for p in (-0.1, 1.0, float("nan"), "0.5"):
+        raises(ValueError, lambda: ops.dropout(x, p, 1, where="Dropout(p=?)"), "Dropout(p=?)", "p must be")
+    for key in (-1, 2**64, 1.5, True, None):
+        raises(ValueError, lambda: ops.dropout(x, 0.5, key), "dropout", "key must be")
+    raises(ValueError, lambda: ops.dropout_backward(f64(4, 1), 0.5, 1, (4, 3)), "grad_output", "(4, 1)", "(4, 3)")
+    raises(TypeError, lambda: ops.dropout(x.astype(np.int32), 0.5, 1), "dropout", "int32")
+
+
 # ----------------------------------------------------------------------------- backward before forward
 
-# Dropout: KNOWN BUG: its backward before any forward silently returns grad_output
-# (Dropout.backward reads self.__dict__.get("_scale") instead of Module._saved), where every
-# other layer raises "backward called before forward". Left failing on purpose.
 @pytest.mark.parametrize(
     "make, grad_shape",
     [
@@ -413,6 +417,12 @@ FUZZ_SCRIPT = textwrap.dedent(r'''
 
     def shape_linear_backward(x, w, g, need_input_grad=True, need_weight_grad=True):
         return (x.shape if need_input_grad else None, w.shape if need_weight_grad else None)
+
+    def shape_dropout(x, p, key):
+        return (x.shape,)
+
+    def shape_dropout_backward(g, p, key, output_shape):
+        return (tuple(output_shape),)
 
 
     def same(a, b):
@@ -635,9 +645,20 @@ FUZZ_SCRIPT = textwrap.dedent(r'''
                     dict(need_input_grad=draw(st.booleans()), need_weight_grad=draw(st.booleans())))
 
 
-    OPS = ["conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
-    if hasattr(ops, "linear"):
-        OPS += ["linear", "linear_backward"]
+    def fuzz_dropout(draw, rng, backward):
+        shape = tuple(draw(st.lists(st.sampled_from([0, 1, 2, 5]), min_size=1, max_size=4)))
+        x = array(draw, shape, draw(floats), rng)
+        p = draw(st.sampled_from([0.0, 0.5, 0.999, -0.5, 1.0, 2.0, float("nan"), None, "0.5"]))
+        key = draw(st.sampled_from([0, 7, 2**64 - 1, -1, 2**64, 2**70, 1.5, None, True, np.uint64(3)]))
+        if not backward:
+            attempt("dropout", (x, p, key), {})
+        else:
+            output_shape = draw(st.sampled_from([shape, shape[:-1] + (3,), (2**40,), None]))
+            attempt("dropout_backward", (x, p, key, output_shape), {})
+
+
+    OPS = ["conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+           "linear", "linear_backward", "dropout", "dropout_backward"]
 
 
     @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
@@ -651,6 +672,8 @@ FUZZ_SCRIPT = textwrap.dedent(r'''
             fuzz_conv(draw, rng, backward)
         elif op.startswith("linear"):
             fuzz_linear(draw, rng, backward)
+        elif op.startswith("dropout"):
+            fuzz_dropout(draw, rng, backward)
         else:
             fuzz_pool(draw, rng, op[:10], backward)
 

@@ -489,3 +489,68 @@ def test_relu_bit_identical(shape, dtype, seed):
         g_ref = R.relu_backward(y_ref, grad)
     g_ours = K.relu_backward(y_ours, grad)
     assert g_ours.dtype == g_ref.dtype and np.array_equal(g_ours.view(np.uint8), g_ref.view(np.uint8))
+
+
+# ----------------------------------------------------------------------------- dropout
+
+def _with_specials(a, rng):
+    specials = np.array([0.0, -0.0, np.nan, np.inf, -np.inf], dtype=a.dtype)
+    flat = a.reshape(-1)
+    where = rng.integers(0, flat.size, size=min(flat.size, 20)) if flat.size else []
+    flat[where] = rng.choice(specials, size=len(where))
+    return a
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(shape=st.lists(st.integers(0, 70), min_size=1, max_size=4).filter(lambda s: np.prod(s) <= 200_000),
+       dtype=st.sampled_from([np.float32, np.float64]), p=st.floats(0.0, 0.999),
+       key=st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**63, 2**64 - 1])),
+       seed=st.integers(0, 2**16))
+def test_dropout_bit_identical(shape, dtype, p, key, seed):
+    """The compiled dropout draws the reference's mask and applies it with the same rounding, bit for
+    bit, forward and backward, with zeros, NaN and infinities (the chunked, multi-threaded path is
+    taken above 2**15 elements; keys near 2**64 wrap around)."""
+    K = compiled()
+    rng = np.random.default_rng(seed)
+    x = _with_specials(rng.standard_normal(shape).astype(dtype), rng)
+    with np.errstate(invalid="ignore"):  # inf · 0 where an element is dropped: NaN, on purpose
+        expected = R.dropout_forward(x, p, key), R.dropout_backward(x[::-1].copy(), p, key)
+    got = K.dropout_forward(x, p, key), K.dropout_backward(x[::-1].copy(), p, key)
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype and g.shape == e.shape and np.array_equal(g.view(np.uint8), e.view(np.uint8))
+
+
+def test_dropout_is_the_same_with_any_thread_count():
+    K = compiled()
+    x = np.random.default_rng(0).standard_normal((64, 9216)).astype(np.float32)
+    previous = nnscratch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            nnscratch.set_num_threads(threads)
+            results.append(K.dropout_forward(x, 0.25, 2**64 - 5))
+    finally:
+        nnscratch.set_num_threads(previous)
+    assert np.array_equal(results[0], results[1])
+    assert np.array_equal(results[0], R.dropout_forward(x, 0.25, 2**64 - 5))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_dropout_mask_statistics(p):
+    """The keep mask behaves like independent Bernoulli(1 - p) draws: the kept fraction of each
+    mask, the correlation of neighbouring elements and of the masks of two keys are all within
+    five standard deviations of what independent draws give."""
+    n = 1_000_000
+    keys = np.random.default_rng(1).integers(0, 2**64, size=4, dtype=np.uint64)
+    masks = [R.dropout_keep_mask(int(k), n, p).astype(np.float64) for k in keys]
+    sigma_mean = np.sqrt(p * (1 - p) / n)
+    for m in masks:
+        assert abs(m.mean() - (1 - p)) < 5 * sigma_mean
+        lag1 = np.corrcoef(m[:-1], m[1:])[0, 1]
+        assert abs(lag1) < 5 / np.sqrt(n), lag1
+    assert abs(np.corrcoef(masks[0], masks[1])[0, 1]) < 5 / np.sqrt(n)
+    # consecutive keys (as a counter would give) are independent too
+    a, b = R.dropout_keep_mask(7, n, p), R.dropout_keep_mask(8, n, p)
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(n)
+    # the exact keep probability of the 32-bit comparison
+    assert R.dropout_threshold(p) == round(p * 2**32)
