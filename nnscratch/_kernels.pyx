@@ -404,7 +404,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
     k, oh, ow, nt = _geometry(x, weight, stride, padding)
     n, f = x.shape[0], weight.shape[0]
     blocks = max(1, min(n, WEIGHT_GRAD_BLOCKS))
-    grad_x = np.zeros_like(x) if need_input_grad else None
+    grad_x = np.empty_like(x) if need_input_grad else None  # every image's col2im overwrites its slice
     parts = np.zeros((blocks, f, k), dtype=x.dtype) if need_weight_grad else None
     if n > 0 and (need_input_grad or need_weight_grad):
         cols = np.empty((_threads_for(blocks, <double> n * f * k * oh * ow), k, oh * ow), dtype=x.dtype)
@@ -556,8 +556,8 @@ def maxpool2d_forward(x, kernel, stride, padding):
 def maxpool2d_backward(grad_y, argmax, input_shape):
     """Compiled :func:`nnscratch.reference.maxpool2d_backward`."""
     n, c, h, w = input_shape
-    grad_x = np.zeros((n * c, h * w), dtype=grad_y.dtype)
-    if grad_y.size:
+    grad_x = np.empty((n * c, h * w), dtype=grad_y.dtype)  # each plane is zeroed, then scattered into
+    if grad_x.size:  # (then grad_y has planes too)
         _maxpool_backward(grad_y.reshape(n * c, -1), argmax.reshape(n * c, -1), grad_x)
     return grad_x.reshape(input_shape)
 
@@ -575,8 +575,8 @@ def avgpool2d_forward(x, kernel, stride, padding):
 def avgpool2d_backward(grad_y, input_shape, kernel, stride, padding):
     """Compiled :func:`nnscratch.reference.avgpool2d_backward`."""
     n, c, h, w = input_shape
-    grad_x = np.zeros((n * c, h, w), dtype=grad_y.dtype)
-    if grad_y.size:
+    grad_x = np.empty((n * c, h, w), dtype=grad_y.dtype)  # each plane is zeroed, then summed into
+    if grad_x.size:
         _avgpool_backward(grad_y.reshape(n * c, grad_y.shape[2], grad_y.shape[3]), grad_x,
                           kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1])
     return grad_x.reshape(input_shape)
