@@ -66,7 +66,7 @@ class Conv2d(Module):
             need_input_grad=need_input_grad, need_weight_grad=self.weight.requires_grad, where=self._where(),
         )
         if grad_weight is not None:
-            self.weight.accumulate_grad(grad_weight)
+            self.weight.accumulate_grad(grad_weight, copy=False)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=(0, 2, 3)))
+            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=(0, 2, 3)), copy=False)
         return grad_x

@@ -42,9 +42,9 @@ class Dense(Module):
             need_weight_grad=self.weight.requires_grad, where=self._where(),
         )
         if grad_weight is not None:
-            self.weight.accumulate_grad(grad_weight)
+            self.weight.accumulate_grad(grad_weight, copy=False)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=0))
+            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=0), copy=False)
         return grad_x
 
 

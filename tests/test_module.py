@@ -144,6 +144,16 @@ def test_accumulate_grad_copies_the_first_gradient():
     np.testing.assert_array_equal(g, np.ones(3))  # the caller's array is untouched
 
 
+def test_accumulate_grad_takes_a_handed_over_gradient_without_copying():
+    p = Parameter(np.zeros(3, dtype=np.float32))
+    g = np.ones(3, dtype=np.float32)
+    p.accumulate_grad(g, copy=False)
+    assert p.grad is g
+    q = Parameter(np.zeros(3, dtype=np.float32))
+    q.accumulate_grad(np.ones(3), copy=False)  # another dtype: converted (a copy is unavoidable)
+    assert q.grad.dtype == np.float32
+
+
 def test_seed_net_named_parameters():
     net = models.seed_net()
     shapes = OrderedDict((name, p.shape) for name, p in net.named_parameters())
