@@ -184,6 +184,54 @@ def dropout_backward(grad_y, p, key):
     return dropout_forward(grad_y, p, key)
 
 
+# ----------------------------------------------------------------------------- SGD update
+
+cdef void _sgd_chunk(floating* param, const floating* grad, floating* buffer, Py_ssize_t n, floating lr,
+                     floating momentum, floating damp, bint dampen, floating weight_decay, bint decay,
+                     bint nesterov, bint first) noexcept nogil:
+    """:func:`nnscratch.reference.sgd_update` on ``n`` elements, one pass, rounding as NumPy's
+    sequence of whole-array operations does (one rounding per operation; the build forbids fusing a
+    multiply and an add into one FMA). ``buffer`` is NULL without momentum; ``damp`` is ``1 - τ``."""
+    cdef Py_ssize_t i
+    cdef floating g
+    for i in range(n):
+        g = grad[i]
+        if decay:
+            g = g + weight_decay * param[i]
+        if buffer != NULL:
+            if first:
+                buffer[i] = g
+            elif dampen:
+                buffer[i] = buffer[i] * momentum + damp * g
+            else:
+                buffer[i] = buffer[i] * momentum + g
+            g = g + momentum * buffer[i] if nesterov else buffer[i]
+        param[i] = param[i] - lr * g
+
+
+def _sgd(floating[::1] param, const floating[::1] grad, floating[::1] buffer, bint has_buffer, floating lr,
+         floating momentum, floating damp, bint dampen, floating weight_decay, bint decay, bint nesterov,
+         bint first):
+    cdef Py_ssize_t n = param.shape[0], chunks = (n + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK, c, start
+    cdef int nt = _threads_for(chunks, <double> n)
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            start = c * ELEMENTWISE_CHUNK
+            _sgd_chunk(&param[start], &grad[start], &buffer[start] if has_buffer else NULL,
+                       min(ELEMENTWISE_CHUNK, n - start), lr, momentum, damp, dampen, weight_decay, decay,
+                       nesterov, first)
+
+
+def sgd_update(param, grad, buffer, lr, momentum, dampening, weight_decay, nesterov, first):
+    """Compiled :func:`nnscratch.reference.sgd_update`: every element updated in one pass."""
+    if param.size == 0:
+        return
+    t = param.dtype.type
+    flat = param.reshape(-1)
+    _sgd(flat, grad.reshape(-1), flat if buffer is None else buffer.reshape(-1), buffer is not None,
+         t(lr), t(momentum), t(1 - dampening), dampening != 0, t(weight_decay), weight_decay != 0, nesterov, first)
+
+
 # ----------------------------------------------------------------------------- matrix product
 
 MATMUL_BLOCKS = 4  # a matrix product big enough for threads is cut into this many blocks

@@ -226,3 +226,29 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     kernel, stride, padding, out_hw = pool_geometry(input_shape, kernel_size, stride, padding, where)
     grad_y = _check_grad_output(grad_y, input_shape[:2] + out_hw, where)
     return _backend.kernels().avgpool2d_backward(grad_y, input_shape, kernel, stride, padding)
+
+
+# ----------------------------------------------------------------------------- SGD update
+
+def sgd_update(param, grad, buffer, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+               first=False, where="SGD"):
+    """One in-place SGD step on the array ``param`` (and its momentum ``buffer``, or ``None``): see
+    :func:`nnscratch.reference.sgd_update`. ``param`` and ``buffer`` must be C-contiguous and
+    writeable, of the same shape and float dtype; ``grad`` is cast to that dtype."""
+    if not isinstance(param, np.ndarray) or param.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where}: the parameter must be a float32 or float64 numpy array, got "
+                        f"{getattr(param, 'dtype', type(param).__name__)}")
+    if not (param.flags.c_contiguous and param.flags.writeable):
+        raise ValueError(f"{where}: the parameter of shape {param.shape} must be C-contiguous and writeable "
+                         "(it is updated in place)")
+    grad = check_float_array(grad, where, what="gradient")
+    if grad.shape != param.shape:
+        raise ValueError(f"{where}: gradient of shape {grad.shape} for a parameter of shape {param.shape}")
+    grad = grad.astype(param.dtype, copy=False)
+    if buffer is not None and (not isinstance(buffer, np.ndarray) or buffer.shape != param.shape
+                               or buffer.dtype != param.dtype or not buffer.flags.c_contiguous
+                               or not buffer.flags.writeable):
+        raise ValueError(f"{where}: the momentum buffer must be a writeable C-contiguous {param.dtype} array "
+                         f"of the parameter's shape {param.shape}")
+    _backend.kernels().sgd_update(param, grad, buffer, float(lr), float(momentum), float(dampening),
+                                  float(weight_decay), bool(nesterov), bool(first))

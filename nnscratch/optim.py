@@ -1,6 +1,7 @@
 """``SGD``: gradient descent of seed 3.3.4, ``θ ← θ - η ∇L(θ)``, with PyTorch's momentum update."""
 import numpy as np
 
+from . import ops
 from .module import Parameter
 
 
@@ -63,25 +64,23 @@ class SGD:
             param.grad = None
 
     def step(self):
-        """Apply one update to every parameter that requires a gradient and has one."""
+        """Apply one update to every parameter that requires a gradient and has one
+        (:func:`nnscratch.reference.sgd_update`, on the active backend)."""
         for group in self.param_groups:
-            lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+            hyper = {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov")}
             for param in group["params"]:
                 if not param.requires_grad or param.grad is None:
                     continue
-                grad = param.grad
-                if group["weight_decay"]:
-                    grad = grad + param.data.dtype.type(group["weight_decay"]) * param.data
-                if momentum:
+                if not param.data.flags.c_contiguous or not param.data.flags.writeable:
+                    param.data = np.array(param.data, order="C")  # updated in place from now on
+                buffer, first = None, False
+                if group["momentum"]:
                     state = self.state.setdefault(id(param), {})
                     buffer = state.get("momentum_buffer")
-                    if buffer is None:
-                        buffer = state["momentum_buffer"] = np.array(grad, copy=True)
-                    else:
-                        buffer *= buffer.dtype.type(momentum)
-                        buffer += buffer.dtype.type(1 - dampening) * grad if dampening else grad
-                    grad = grad + buffer.dtype.type(momentum) * buffer if group["nesterov"] else buffer
-                param.data -= param.data.dtype.type(lr) * grad
+                    if buffer is None:  # b = g at the first step
+                        buffer = state["momentum_buffer"] = np.empty_like(param.data)
+                        first = True
+                ops.sgd_update(param.data, param.grad, buffer, first=first, where="SGD", **hyper)
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self):

@@ -273,3 +273,30 @@ def avgpool2d_backward(grad_y, input_shape, kernel, stride, padding):
         for q in range(kw):
             grad_x_padded[_offset_slice(p, q, grad_y.shape[2:], stride)] += share
     return np.ascontiguousarray(_unpad(grad_x_padded, padding))
+
+
+# ----------------------------------------------------------------------------- SGD update
+
+def sgd_update(param, grad, buffer, lr, momentum, dampening, weight_decay, nesterov, first):
+    """One step of gradient descent on one parameter, in place (seed 3.3.4, with PyTorch's momentum):
+
+    .. math::
+        g &\\leftarrow g + λ θ                         &&\\text{(weight decay λ)} \\\\
+        b &\\leftarrow g \\text{ at the first step, else } μ b + (1 - τ) g  &&\\text{(momentum μ, dampening τ)} \\\\
+        g &\\leftarrow g + μ b \\text{ (Nesterov) or } b \\\\
+        θ &\\leftarrow θ - η g
+
+    ``param`` θ and the momentum ``buffer`` b (``None`` without momentum) are updated in place; the
+    scalars are used in the parameter's dtype. Without momentum it is the seed's ``θ ← θ - η ∇L(θ)``.
+    """
+    t = param.dtype.type
+    if weight_decay:
+        grad = grad + t(weight_decay) * param
+    if buffer is not None:
+        if first:
+            buffer[...] = grad
+        else:
+            buffer *= t(momentum)
+            buffer += t(1 - dampening) * grad if dampening else grad
+        grad = grad + t(momentum) * buffer if nesterov else buffer
+    param -= t(lr) * grad

@@ -263,6 +263,19 @@ def test_dropout_op_bad_arguments(backend):
     raises(TypeError, lambda: ops.dropout(x.astype(np.int32), 0.5, 1), "dropout", "int32")
 
 
+def test_sgd_update_bad_arguments(backend):
+    param, grad = f64(3, 2), f64(3, 2)
+    raises(TypeError, lambda: ops.sgd_update(param.astype(np.int64), grad, None, 0.1), "SGD", "int64")
+    raises(ValueError, lambda: ops.sgd_update(param.T, grad.T, None, 0.1), "SGD", "(2, 3)", "C-contiguous")
+    frozen = param.copy()
+    frozen.flags.writeable = False
+    raises(ValueError, lambda: ops.sgd_update(frozen, grad, None, 0.1), "SGD", "writeable")
+    raises(ValueError, lambda: ops.sgd_update(param, f64(2, 3), None, 0.1), "SGD", "(2, 3)", "(3, 2)")
+    raises(ValueError, lambda: ops.sgd_update(param, grad, f64(6), 0.1, momentum=0.9), "SGD", "momentum buffer")
+    raises(ValueError, lambda: ops.sgd_update(param, grad, param.astype(np.float32), 0.1, momentum=0.9),
+           "SGD", "float64")
+
+
 # ----------------------------------------------------------------------------- backward before forward
 
 @pytest.mark.parametrize(

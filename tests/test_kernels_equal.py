@@ -554,3 +554,31 @@ def test_dropout_mask_statistics(p):
     assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(n)
     # the exact keep probability of the 32-bit comparison
     assert R.dropout_threshold(p) == round(p * 2**32)
+
+
+# ----------------------------------------------------------------------------- SGD update
+
+@settings(max_examples=80, **SETTINGS)
+@given(size=st.sampled_from([0, 1, 7, 1000, 70_001]), dtype=st.sampled_from([np.float32, np.float64]),
+       lr=st.sampled_from([0.0, 0.01, 0.1]), momentum=st.sampled_from([0.0, 0.5, 0.9]),
+       dampening=st.sampled_from([0.0, 0.3]), weight_decay=st.sampled_from([0.0, 1e-4, 0.1]),
+       nesterov=st.booleans(), first=st.booleans(), seed=st.integers(0, 2**16))
+def test_sgd_update_bit_identical(size, dtype, lr, momentum, dampening, weight_decay, nesterov, first, seed):
+    """One SGD step of the compiled kernel rounds exactly as the reference's sequence of NumPy
+    operations, for every combination of momentum, dampening, weight decay, Nesterov and the first
+    step, with zeros, NaN and infinities (70,001 elements take the multi-threaded path)."""
+    K = compiled()
+    rng = np.random.default_rng(seed)
+    param = _with_specials(rng.standard_normal(size).astype(dtype), rng)
+    grad = _with_specials(rng.standard_normal(size).astype(dtype), rng)
+    buffer = rng.standard_normal(size).astype(dtype) if momentum else None
+    results = []
+    for backend in (R, K):
+        p, b = param.copy(), None if buffer is None else buffer.copy()
+        with np.errstate(invalid="ignore", over="ignore"):
+            backend.sgd_update(p, grad, b, lr, momentum, dampening, weight_decay, nesterov, first)
+        results.append((p, b))
+    (p_ref, b_ref), (p_ours, b_ours) = results
+    assert np.array_equal(p_ours.view(np.uint8), p_ref.view(np.uint8))
+    if buffer is not None:
+        assert np.array_equal(b_ours.view(np.uint8), b_ref.view(np.uint8))

@@ -80,7 +80,7 @@ def make_params(values=None):
 # ----------------------------------------------------------------------------- update rule
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
-def test_sgd_matches_pytorch_rule(config):
+def test_sgd_matches_pytorch_rule(config, backend):
     params = make_params()
     grads = gradient_sequence()
     ours = run_nnscratch(params, SGD(params, **config), grads)
@@ -323,7 +323,7 @@ TORCH_CONFIGS = CONFIGS[1:7]
 
 
 @pytest.mark.parametrize("config", TORCH_CONFIGS, ids=config_id)
-def test_matches_torch_optim_sgd(config):
+def test_matches_torch_optim_sgd(config, backend):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
     values = initial_values()
@@ -379,3 +379,12 @@ def test_matches_torch_with_groups_and_a_frozen_parameter():
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(params[2].data, values[2])
+
+
+def test_step_on_a_parameter_whose_data_was_replaced_by_a_strided_view():
+    p = Parameter(np.zeros((3, 2)))
+    p.data = np.arange(6.0).reshape(2, 3).T  # not C-contiguous: the update needs a C-ordered array
+    p.accumulate_grad(np.ones((3, 2)))
+    SGD([p], lr=0.5).step()
+    np.testing.assert_array_equal(p.data, np.arange(6.0).reshape(2, 3).T - 0.5)
+    assert p.data.flags.c_contiguous
