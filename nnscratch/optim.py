@@ -67,7 +67,7 @@ class SGD:
         """Apply one update to every parameter that requires a gradient and has one
         (:func:`nnscratch.reference.sgd_update`, on the active backend)."""
         for group in self.param_groups:
-            hyper = {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov")}
+            hyper = {k: group[k] for k in self.DEFAULTS}
             for param in group["params"]:
                 if not param.requires_grad or param.grad is None:
                     continue
