@@ -5,10 +5,11 @@ Every ``def`` here is called by :mod:`nnscratch.ops` only after the arguments we
 validated in Python (ranks, shapes, dtypes, C-contiguity, positive strides), so the
 ``nogil`` loops below index without bounds checks. Each kernel is written once for
 float32 and float64 through Cython's fused type ``floating``, releases the GIL and
-splits the batch (or the batch × channel planes) across OpenMP threads with ``prange``.
-Every output element is written by exactly one thread, in a fixed order, so results
-are bit-identical from run to run, and do not depend on the thread count either (sums that
-are split, such as a convolution's weight gradient, are split by the batch size alone).
+splits its work across OpenMP threads with ``prange``: images, planes, fixed chunks of
+elements, or fixed blocks of a matrix product. Every output element is written by exactly one
+thread, in a fixed order, and every piece of work is cut by the shapes alone, never by the
+thread count (a convolution's weight gradient is summed over batch blocks fixed by the batch
+size), so results are bit-identical from run to run and across thread counts.
 
 Convolution is lowered to matrix products one image at a time (im2col): thread ``t``
 copies the windows of image ``n`` into its own buffer ``cols[k, i*OW + j]`` with
