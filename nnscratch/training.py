@@ -69,15 +69,21 @@ class TrainingDivergedError(FloatingPointError):
 
 @dataclass
 class History:
-    """Per-epoch metrics of :func:`fit`, one list entry per epoch completed.
+    """Metrics of :func:`fit`: one list entry per epoch completed, and the loss of every step.
 
     ``train_loss`` is the mean loss over the epoch's training samples and ``train_accuracy``
     the fraction of them classified right (argmax of the outputs, measured during training,
-    i.e. with dropout active; NaN when the targets are not class labels). ``val_loss`` and ``val_accuracy`` are filled when ``fit`` is
-    given a ``val_loader`` (evaluated after each epoch, in eval mode). Accuracies are
-    fractions in [0, 1]. ``epoch_time`` is each epoch's wall time in seconds (training plus
-    validation); ``total_time`` the wall time of all ``fit`` calls that produced it, resumed
-    runs included.
+    i.e. with dropout active; NaN when the targets are not class labels). ``val_loss`` and
+    ``val_accuracy`` are filled when ``fit`` is given a ``val_loader`` (evaluated after each
+    epoch, in eval mode). Accuracies are fractions in [0, 1]. ``epoch_time`` is each epoch's
+    wall time in seconds (training plus validation); ``total_time`` the wall time of all
+    ``fit`` calls that produced it, resumed runs included.
+
+    ``batch_loss`` holds one entry per training step, across all epochs in order: the batch's
+    loss as the criterion returned it (so a one-epoch run still has a learning curve), and
+    ``epoch_batches`` the number of steps of each epoch (``sum(epoch_batches) ==
+    len(batch_loss)``; step ``i`` lies in epoch ``np.searchsorted(np.cumsum(epoch_batches), i,
+    side="right") + 1``).
     """
 
     train_loss: list = field(default_factory=list)
@@ -86,29 +92,43 @@ class History:
     val_accuracy: list = field(default_factory=list)
     epoch_time: list = field(default_factory=list)
     total_time: float = 0.0
+    batch_loss: list = field(default_factory=list)
+    epoch_batches: list = field(default_factory=list)
 
     LISTS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
+    """The per-epoch lists of floats (``epoch_batches`` is per epoch too, of ints)."""
 
     @property
     def epochs(self):
         """Number of epochs recorded."""
         return len(self.train_loss)
 
+    def extend(self, other):
+        """Append `other`'s epochs and steps after this history's (and add its time); return self."""
+        for name in self.LISTS + ("batch_loss", "epoch_batches"):
+            getattr(self, name).extend(getattr(other, name))
+        self.total_time += other.total_time
+        return self
+
     def as_dict(self):
         """Plain, strict-JSON-friendly dict (lists of floats; NaN or infinity become ``None``)."""
-        result = {name: [_json_float(v) for v in getattr(self, name)] for name in self.LISTS}
+        result = {name: [_json_float(v) for v in getattr(self, name)] for name in self.LISTS + ("batch_loss",)}
+        result["epoch_batches"] = [int(n) for n in self.epoch_batches]
         result["total_time"] = _json_float(self.total_time)
         return result
 
     @classmethod
     def from_dict(cls, data):
-        """Inverse of :meth:`as_dict` (``None`` comes back as NaN)."""
-        unknown = set(data) - set(cls.LISTS) - {"total_time"}
+        """Inverse of :meth:`as_dict` (``None`` comes back as NaN). A dict saved before
+        ``batch_loss`` and ``epoch_batches`` existed gives them empty."""
+        floats = cls.LISTS + ("batch_loss",)
+        unknown = set(data) - set(floats) - {"epoch_batches", "total_time"}
         if unknown:
             raise ValueError(f"History.from_dict: unknown keys {sorted(unknown)}")
-        lists = {name: [math.nan if v is None else float(v) for v in data.get(name, [])] for name in cls.LISTS}
+        lists = {name: [math.nan if v is None else float(v) for v in data.get(name, [])] for name in floats}
         total = data.get("total_time", 0.0)
-        return cls(**lists, total_time=math.nan if total is None else float(total))
+        return cls(**lists, epoch_batches=[int(n) for n in data.get("epoch_batches", [])],
+                   total_time=math.nan if total is None else float(total))
 
 
 def _json_float(value):
@@ -181,7 +201,10 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
 
     for epoch in range(first_epoch + 1, epochs + 1):  # counting from 1, as the seed prints it
         epoch_started = time.perf_counter()
-        loss, accuracy = _train_epoch(model, criterion, optimizer, train_loader, epoch, epochs, show, log_every)
+        loss, accuracy, batch_losses = _train_epoch(model, criterion, optimizer, train_loader, epoch, epochs, show,
+                                                    log_every)
+        history.batch_loss.extend(batch_losses)
+        history.epoch_batches.append(len(batch_losses))
         history.train_loss.append(loss)
         history.train_accuracy.append(accuracy)
         if val_loader is not None:
@@ -201,12 +224,13 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
 
 
 def _train_epoch(model, criterion, optimizer, loader, epoch, epochs, show, log_every):
-    """One pass over `loader`; returns (mean loss per sample, accuracy)."""
+    """One pass over `loader`; returns (mean loss per sample, accuracy, the loss of each batch)."""
     from tqdm import tqdm
 
     batches = len(loader) if hasattr(loader, "__len__") else None
     total_loss, correct, count = 0.0, 0, 0
     running_loss, running_batches = 0.0, 0
+    batch_losses = []
     started = time.perf_counter()
     with tqdm(total=batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not show,
               file=sys.stderr, dynamic_ncols=True) as bar:
@@ -220,6 +244,7 @@ def _train_epoch(model, criterion, optimizer, loader, epoch, epochs, show, log_e
             model.backward(criterion.backward(), need_input_grad=False)
             optimizer.step()
 
+            batch_losses.append(float(loss))
             n = len(y)
             total_loss += loss * n if getattr(criterion, "reduction", "mean") == "mean" else loss
             right = _count_correct(outputs, y)
@@ -241,7 +266,7 @@ def _train_epoch(model, criterion, optimizer, loader, epoch, epochs, show, log_e
                 bar.update(1)
     if count == 0:
         raise ValueError(f"fit: the training loader yielded no samples in epoch {epoch}")
-    return total_loss / count, math.nan if correct is None else correct / count
+    return total_loss / count, math.nan if correct is None else correct / count, batch_losses
 
 
 def _count_correct(outputs, y):

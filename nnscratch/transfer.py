@@ -1102,7 +1102,8 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
     Returns
     -------
     history : :class:`~nnscratch.History`
-        Both phases: the first `head_epochs` entries are phase 1.
+        Both phases (:meth:`~nnscratch.History.extend`): the first `head_epochs` epochs, and
+        their ``sum(epoch_batches[:head_epochs])`` steps of ``batch_loss``, are phase 1.
     """
     optimizer = SGD(param_groups(model, lr, body_lr, head), lr=lr, momentum=momentum, weight_decay=weight_decay)
     freeze(model)
@@ -1112,11 +1113,7 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
     if full_epochs:
         unfreeze(model)
         second = fit(model, criterion, optimizer, train_loader, int(full_epochs), val_loader, progress=progress)
-    history = History()
-    for name in History.LISTS:
-        getattr(history, name).extend(getattr(first, name) + getattr(second, name))
-    history.total_time = first.total_time + second.total_time
-    return history
+    return History().extend(first).extend(second)
 
 
 # ---------------------------------------------------------------------------

@@ -110,6 +110,47 @@ def test_history_round_trip_of_non_finite_values():
         History.from_dict({"train_loss": [], "bogus": 1})
 
 
+def test_history_records_the_loss_of_every_batch():
+    images, labels = two_class_images(80)
+    net = small_convnet()
+    losses = []
+
+    class Recording(nn.NLLLoss):
+        def __call__(self, input, target):
+            losses.append(super().__call__(input, target))
+            return losses[-1]
+
+    loader = DataLoader(images, labels, 32)  # 3 batches per epoch: 32, 32, 16
+    history = nn.fit(net, Recording(), nn.SGD(net.parameters(), lr=0.05), loader, 2, progress=False)
+    assert history.batch_loss == losses and len(losses) == 6
+    assert all(type(v) is float for v in history.batch_loss)
+    assert history.epoch_batches == [3, 3]
+    # the epoch's loss is the mean over samples of the batch losses
+    assert history.train_loss[0] == pytest.approx((32 * losses[0] + 32 * losses[1] + 16 * losses[2]) / 80)
+
+    as_dict = history.as_dict()
+    json.dumps(as_dict, allow_nan=False)
+    assert as_dict["batch_loss"] == losses and as_dict["epoch_batches"] == [3, 3]
+    assert History.from_dict(as_dict) == history
+
+
+def test_history_from_a_dict_saved_before_batch_losses_existed():
+    old = {"train_loss": [0.5], "train_accuracy": [0.9], "val_loss": [], "val_accuracy": [], "epoch_time": [1.0],
+           "total_time": 1.5}
+    history = History.from_dict(old)
+    assert history.batch_loss == [] and history.epoch_batches == [] and history.train_loss == [0.5]
+
+
+def test_history_extend_concatenates_epochs_and_steps():
+    first = History(train_loss=[1.0], epoch_time=[2.0], total_time=2.5, batch_loss=[1.2, 0.8], epoch_batches=[2])
+    second = History(train_loss=[0.5], epoch_time=[1.0], total_time=1.0, batch_loss=[0.6, 0.4, 0.5],
+                     epoch_batches=[3])
+    both = History().extend(first).extend(second)
+    assert both.train_loss == [1.0, 0.5] and both.epoch_time == [2.0, 1.0] and both.total_time == 3.5
+    assert both.batch_loss == [1.2, 0.8, 0.6, 0.4, 0.5] and both.epoch_batches == [2, 3]
+    assert first.batch_loss == [1.2, 0.8]  # the parts are unchanged
+
+
 def test_fit_prints_seed_style_loss_lines_and_progress_bar(capsys):
     images, labels = two_class_images(64)
     net = small_convnet()
@@ -293,8 +334,9 @@ def test_resume_is_bit_identical_to_training_straight(tmp_path):
     for index, state in saved["state"].items():
         np.testing.assert_array_equal(state["momentum_buffer"], restored["state"][index]["momentum_buffer"])
     assert resumed_loader.epoch == straight_loader.epoch == 2
-    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "batch_loss", "epoch_batches"):
         assert getattr(resumed_history, name) == getattr(straight_history, name), name
+    assert resumed_history.epoch_batches == [3, 3] and len(resumed_history.batch_loss) == 6
     assert len(resumed_history.epoch_time) == 2
 
 
@@ -311,6 +353,7 @@ def test_checkpoint_file_layout(tmp_path):
     saved_history = History.from_dict(header["history"])
     assert saved_history.train_loss == history.train_loss and saved_history.val_accuracy == history.val_accuracy
     assert saved_history.epoch_time == history.epoch_time
+    assert saved_history.batch_loss == history.batch_loss and saved_history.epoch_batches == [3]
     assert saved_history.total_time <= history.total_time  # fit's clock ran on while the file was written
     assert header["optimizer"]["param_groups"][0]["lr"] == 0.05
     assert header["optimizer"]["param_groups"][0]["weight_decay"] == 1e-4

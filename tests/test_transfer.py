@@ -712,6 +712,8 @@ def test_fine_tune_two_phases():
     history = transfer.fine_tune(net, nn.CrossEntropyLoss(), loader, head_epochs=1, full_epochs=1,
                                  lr=0.05, body_lr=0.005, val_loader=loader)
     assert history.epochs == 2 and len(history.val_accuracy) == 2
+    steps = len(loader)
+    assert history.epoch_batches == [steps, steps] and len(history.batch_loss) == 2 * steps
     assert transfer.frozen_parameters(net) == []
     assert not np.array_equal(net.conv1.weight.data, before["conv1.weight"])
 
