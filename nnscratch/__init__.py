@@ -18,7 +18,7 @@ from .conv import Conv2d
 from .dense import Dense, Linear
 from .dropout import Dropout
 from .flatten import Flatten
-from .gradcheck import GradcheckError, gradcheck
+from .gradient_check import GradcheckError, gradcheck
 from .losses import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .optim import SGD

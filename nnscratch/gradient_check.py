@@ -12,8 +12,17 @@ and compared with what ``backward`` returned, by the relative error
     \\mathrm{rel}(a, n) = \\frac{\\max_i |a_i - n_i|}{\\max(10^{-8},\\ \\max_i |a_i| + \\max_i |n_i|)}
 
 A correct float64 backward gives about 1e-9 or less; a wrong one gives 1e-2 or more.
+
+The check compares one function at nearby points, so every forward pass must compute the *same*
+function: a ``Dropout`` in training mode draws a new mask at each pass (relative errors ≈ 1), and
+:func:`check_module` refuses it up front unless ``before_forward`` replays one mask.
+
+``nnscratch.gradcheck`` is the function :func:`gradcheck`; this module is
+``nnscratch.gradient_check``.
 """
 import numpy as np
+
+from .dropout import Dropout
 
 
 class GradcheckError(AssertionError):
@@ -51,7 +60,13 @@ def check_module(module, x, eps=1e-6, seed=0, before_forward=None):
     The module is converted to float64 in place. ``before_forward`` is called before every
     forward pass (e.g. to reseed a dropout layer so every pass draws the same mask).
     Frozen parameters (``requires_grad=False``) are not checked.
+
+    A ``Dropout`` with ``p > 0`` in training mode raises :class:`ValueError` unless
+    ``before_forward`` is given: call ``module.eval()`` first, or pass e.g.
+    ``before_forward=lambda: dropout.manual_seed(0)``.
     """
+    if before_forward is None:
+        _refuse_random_dropout(module)
     module.double()
     x = np.array(x, dtype=np.float64, copy=True)
     before_forward = before_forward or (lambda: None)
@@ -74,6 +89,18 @@ def check_module(module, x, eps=1e-6, seed=0, before_forward=None):
         if param.requires_grad:
             errors[name] = relative_error(param.grad, numeric_gradient(f, param.data, eps))
     return errors
+
+
+def _refuse_random_dropout(module):
+    """Raise if a Dropout of `module` would draw a new mask at every forward pass."""
+    active = [f"{name or 'the module'} ({layer._where()})" for name, layer in module.named_modules()
+              if isinstance(layer, Dropout) and layer.training and layer.p > 0]
+    if active:
+        raise ValueError(
+            f"gradient check of {module._where()}: dropout in training mode at {', '.join(active)} draws a new "
+            "mask at every forward pass, so the finite differences compare different functions (relative "
+            "errors near 1). Call model.eval() before the check, or pass before_forward=... that fixes the mask "
+            "(e.g. before_forward=lambda: dropout.manual_seed(0))")
 
 
 def check_loss(loss, input, target, eps=1e-6):

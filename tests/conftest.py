@@ -24,7 +24,7 @@ def record(name, errors):
     """Remember the relative errors of one gradient check.
 
     ``errors`` is a float or a ``{gradient name: relative error}`` dict as returned by
-    :func:`nnscratch.gradcheck.check_module` / :func:`nnscratch.gradcheck.gradcheck`.
+    :func:`nnscratch.gradient_check.check_module` / :func:`nnscratch.gradcheck`.
     Returns ``errors`` unchanged so it can wrap a call.
     """
     items = errors.items() if isinstance(errors, dict) else [("loss input", errors)]

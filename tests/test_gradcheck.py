@@ -1,7 +1,7 @@
 """Gradient checks: every layer's analytic backward against float64 centered differences.
 
 Each check runs on both backends (the ``backend`` fixture of ``conftest.py``) with a
-tolerance of 1e-6 on the relative error of :func:`nnscratch.gradcheck.relative_error`;
+tolerance of 1e-6 on the relative error of :func:`nnscratch.gradient_check.relative_error`;
 every error is recorded so the session summary can list the largest ones.
 
 Finite differences are only valid where the function is differentiable, so:
@@ -14,7 +14,7 @@ import pytest
 
 import nnscratch as nn
 from nnscratch import ops
-from nnscratch.gradcheck import GradcheckError, check_loss, check_module, gradcheck, relative_error
+from nnscratch.gradient_check import GradcheckError, check_loss, check_module, gradcheck, relative_error
 
 TOL = 1e-6
 
@@ -242,7 +242,7 @@ def test_sequential_cnn_with_loss(backend, record_errors, request):
     def f():
         return criterion(net(x), target)
 
-    from nnscratch.gradcheck import numeric_gradient
+    from nnscratch.gradient_check import numeric_gradient
 
     errors = {"input": relative_error(grad_x, numeric_gradient(f, x))}
     for name, param in net.named_parameters():
@@ -350,6 +350,35 @@ def test_correct_module_passes_gradcheck(backend):
     errors = gradcheck(nn.Conv2d(2, 2, 3, padding=1, dtype=np.float64, generator=rng),
                        rng.standard_normal((2, 2, 4, 4)), tol=TOL)
     assert set(errors) == {"input", "weight", "bias"}
+
+
+def test_dropout_in_training_mode_is_refused_up_front(backend):
+    """A new mask at every forward pass makes the finite differences meaningless: say what to do."""
+    rng = np.random.default_rng(22)
+    net = nn.Sequential(nn.Dense(4, 3, dtype=np.float64, generator=rng), nn.Dropout(0.5))
+    x = rng.standard_normal((2, 4))
+    for run in (lambda: gradcheck(net, x, tol=TOL), lambda: check_module(net, x)):
+        with pytest.raises(ValueError, match=r"training mode at 1 \(Dropout\(p=0.5\)\).*model\.eval\(\).*before_forward"):
+            run()
+    assert net[0].weight.grad is None  # refused before any pass
+
+    net.eval()  # the identity: a deterministic function
+    assert max(gradcheck(net, x, tol=TOL).values()) <= TOL
+    net.train()
+    assert max(gradcheck(net, x, tol=TOL, before_forward=lambda: net[1].manual_seed(0)).values()) <= TOL
+    assert max(gradcheck(nn.Sequential(nn.Dense(4, 3, dtype=np.float64, generator=rng), nn.Dropout(0.0)),
+                         x, tol=TOL).values()) <= TOL  # p = 0 draws no mask
+
+
+def test_gradcheck_is_the_function_and_gradient_check_the_module():
+    import importlib
+
+    import nnscratch.gradient_check as gradient_check
+
+    assert nn.gradcheck is gradient_check.gradcheck and callable(nn.gradcheck)
+    assert callable(gradient_check.numeric_gradient) and callable(gradient_check.check_module)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("nnscratch.gradcheck")
 
 
 # ----------------------------------------------------------------------------- frozen parameters
