@@ -1,7 +1,9 @@
 """Loss functions of seed 3.3.3: cross-entropy (on logits or on log-probabilities) and MSE.
 
-Calling a loss returns the mean loss over the batch (a Python float) and remembers what its
-``backward()`` needs; ``backward()`` returns ``∂L/∂input``, to be passed to the model's backward.
+Calling a loss returns the mean loss over the batch (a :class:`LossValue`: a Python float) and
+remembers what its ``backward()`` needs; the *criterion's* ``backward()`` returns ``∂L/∂input``,
+to be passed to the model's backward. There is no autograd: where PyTorch writes
+``loss.backward()``, nnscratch writes ``model.backward(criterion.backward())``.
 
 Which cross-entropy? The seed's network ends in ``log_softmax`` and is trained with
 ``CrossEntropyLoss``, which applies a *second* log-softmax. Log-softmax is idempotent on
@@ -17,6 +19,27 @@ Both compute the seed's ``L = -Σ_i t_i log y_i`` with one-hot ``t`` and ``y = s
 import numpy as np
 
 from . import ops
+
+LOG_PROBABILITY_TOLERANCE = 1e-3
+"""How far from 0 :class:`NLLLoss` accepts ``log Σ_k exp(y_nk)`` for each row of its input."""
+
+
+class LossValue(float):
+    """The value of a loss: a plain ``float`` in every use (arithmetic, ``math.isfinite``,
+    formatting, JSON), plus ``.item()`` as PyTorch's tensors have. Its ``.backward()`` raises
+    an error saying what to call instead: nnscratch has no autograd tape behind the number."""
+
+    __slots__ = ()
+
+    def item(self):
+        """The value as a plain ``float``."""
+        return float(self)
+
+    def backward(self, *args, **kwargs):
+        raise TypeError(
+            "a loss value is a plain number: nnscratch has no autograd, so loss.backward() cannot work. "
+            "Call model.backward(criterion.backward()) instead (the criterion remembers its last call), "
+            "between optimizer.zero_grad() and optimizer.step()")
 
 
 def _check_labels(input, target, where):
@@ -80,23 +103,45 @@ class CrossEntropyLoss(_Loss):
         grad = np.exp(log_probs)
         grad[rows, t] -= 1.0
         self._grad = grad * z.dtype.type(scale)
-        return float(-log_probs[rows, t].sum() * scale)
+        return LossValue(-log_probs[rows, t].sum() * scale)
 
 
 class NLLLoss(_Loss):
     """Negative log-likelihood of log-probabilities ``y`` (N, C), e.g. a ``LogSoftmax`` output:
 
     ``L = -1/N Σ_n y[n, t_n]``; gradient ``∂L/∂y[n, k] = -[k = t_n] / N``.
+
+    The input must be log-probabilities: each row's probabilities ``exp(y_nk)`` sum to 1, i.e.
+    ``|log Σ_k exp(y_nk)| <= 1e-3`` (:data:`LOG_PROBABILITY_TOLERANCE`; a float32 ``LogSoftmax``
+    output is within about 1e-6, and a gradient check's ±1e-6 nudges move it by at most 1e-6).
+    Anything else -- typically logits, on which the loss would silently come out negative or
+    meaningless -- raises :class:`ValueError`. Rows holding NaN or infinite values are not
+    checked, so a diverging run still ends in a non-finite loss.
     """
 
     def __call__(self, input, target):
         y, t = _check_labels(input, target, "NLLLoss")
+        _check_log_probabilities(y)
         rows = np.arange(len(t))
         scale = self._scale(len(t))
         grad = np.zeros_like(y)
         grad[rows, t] = -scale
         self._grad = grad
-        return float(-y[rows, t].sum() * scale)
+        return LossValue(-y[rows, t].sum() * scale)
+
+
+def _check_log_probabilities(y):
+    """Raise unless every finite row of `y` is log-probabilities (``log Σ_k exp(y_k) ≈ 0``)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = y.max(axis=1, keepdims=True)
+        log_total = (top + np.log(np.exp(y - top).sum(axis=1, keepdims=True)))[:, 0]
+    bad = np.flatnonzero(np.isfinite(log_total) & (np.abs(log_total) > LOG_PROBABILITY_TOLERANCE))
+    if bad.size:
+        n = bad[0]
+        raise ValueError(
+            f"NLLLoss: the input must be log-probabilities (log Σ_k exp(y_k) = 0 in each row), but row {n} has "
+            f"log Σ_k exp(y_k) = {float(log_total[n]):.4g} ({bad.size} of {len(y)} rows are off). For a network "
+            "that outputs logits use CrossEntropyLoss, or end the model with LogSoftmax(dim=1)")
 
 
 class MSELoss(_Loss):
@@ -110,4 +155,4 @@ class MSELoss(_Loss):
         diff = y - t.astype(y.dtype, copy=False)
         scale = self._scale(diff.size)
         self._grad = diff * y.dtype.type(2.0 * scale)
-        return float((diff * diff).sum() * scale)
+        return LossValue((diff * diff).sum() * scale)
