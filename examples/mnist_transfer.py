@@ -433,8 +433,8 @@ def main(argv=None):
     print("\n== Stage 2: digits 5-9, from scratch vs feature extraction vs fine-tuning ==")
     t0 = time.perf_counter()
     extractor = transfer.load_model(weights_path)
-    features_b = transfer.extract_features(extractor, TRANSFORM(train_b[0]), upto=FEATURE_CUT, batch_size=EVAL_BATCH)
-    test_features_b = transfer.extract_features(extractor, TRANSFORM(test_b[0]), upto=FEATURE_CUT, batch_size=EVAL_BATCH)
+    features_b = transfer.extract_features(extractor, TRANSFORM(train_b[0]), before=FEATURE_CUT, batch_size=EVAL_BATCH)
+    test_features_b = transfer.extract_features(extractor, TRANSFORM(test_b[0]), before=FEATURE_CUT, batch_size=EVAL_BATCH)
     extract_time = time.perf_counter() - t0
     del extractor
     print(f"  features cached: {features_b.shape[0] + test_features_b.shape[0]} images -> "

@@ -70,7 +70,7 @@ The seed's three modes with this module::
     history = transfer.fine_tune(net, nn.NLLLoss(), loader, head_epochs=1, full_epochs=2,
                                  lr=0.01, body_lr=0.001)
 
-    features = transfer.extract_features(net, images, upto="fc2")   # 3. (N, 128) features
+    features = transfer.extract_features(net, images, before="fc2")   # 3. (N, 128) features
 """
 import math
 from collections import OrderedDict
@@ -94,7 +94,7 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "LAYER_CLASSES", "LoadReport",
     "adapt_input_channels", "architecture", "assert_frozen_unchanged", "build_model", "cut", "extend",
     "extract_features", "fine_tune", "freeze", "freeze_to", "from_torch_state_dict", "frozen_parameters",
-    "frozen_snapshot", "load_model", "load_weights", "param_groups", "replace_head", "save_weights",
+    "frozen_snapshot", "head_name", "load_model", "load_weights", "param_groups", "replace_head", "save_weights",
     "summary", "to_torch_state_dict", "trainable_parameters", "unfreeze",
 ]
 
@@ -852,6 +852,16 @@ def _replace_child(parent, name, layer):
         setattr(parent, name, layer)
 
 
+def head_name(model, caller="head_name"):
+    """The dotted name of the model's head: its last ``Dense`` (``Linear``) layer, e.g. ``"fc2"``.
+    This is the layer :func:`replace_head` replaces and the default head of :func:`param_groups`
+    and :func:`fine_tune`."""
+    heads = [name for name, module in model.named_modules() if isinstance(module, Dense)]
+    if not heads:
+        raise ValueError(f"{caller}: the model has no Dense layer to take as its head")
+    return heads[-1]
+
+
 def replace_head(model, num_classes, reinit=True, generator=None):
     """
     Replace the output layer (the last ``Dense``) by one with `num_classes` outputs.
@@ -883,11 +893,7 @@ def replace_head(model, num_classes, reinit=True, generator=None):
     """
     if not _is_int(num_classes, 1):
         raise ValueError(f"replace_head: num_classes must be a positive int, got {num_classes!r}")
-    heads = [name for name, module in model.named_modules() if isinstance(module, Dense)]
-    if not heads:
-        raise ValueError("replace_head: the model has no Dense layer to replace")
-    dotted = heads[-1]
-    parent, name = _parent_and_name(model, dotted)
+    parent, name = _parent_and_name(model, head_name(model, "replace_head"))
     old = parent._modules[name]
     new = Dense(old.in_features, num_classes, bias=old.bias is not None, dtype=old.weight.dtype, generator=generator)
     if not reinit:
@@ -899,32 +905,40 @@ def replace_head(model, num_classes, reinit=True, generator=None):
     return model
 
 
-def cut(model, upto):
+def cut(model, before):
     """
-    The layers of `model` before `upto`, as a new :class:`~nnscratch.Sequential`.
+    The layers of `model` that run before the layer `before`, as a new :class:`~nnscratch.Sequential`.
 
     The layers are *shared*, not copied: training the cut model trains the original.
-    ``cut(net, "fc2")`` of the seed's Net is everything up to the 128 features of the last
-    hidden layer; ``cut(net, "flatten")`` the convolutional body.
+    ``cut(net, before="fc2")`` of the seed's Net is everything up to the 128 features that
+    feed its last layer (fc2 itself is not included); ``cut(net, before="flatten")`` the
+    convolutional body.
 
     Parameters
     ----------
     model : :class:`~nnscratch.Sequential`
-    upto : str or int
-        Name (or position) of the first layer left out.
+    before : str or int
+        Name (or position, negative counting from the end) of the first layer left out.
 
     Returns
     -------
     body : :class:`~nnscratch.Sequential`
     """
+    return _cut(model, before, "cut")
+
+
+def _cut(model, before, caller):
+    """:func:`cut`, naming `caller` in errors (a wrong `before` lists the layer names)."""
     if not isinstance(model, Sequential):
-        raise TypeError(f"cut: expected a Sequential model, got {type(model).__name__}")
-    if isinstance(upto, str):
-        stop = model.index(upto)
-    elif _is_int(upto):
-        stop = upto
+        raise TypeError(f"{caller}: expected a Sequential model, got {type(model).__name__}")
+    names = model.names()
+    if isinstance(before, str) and before in names:
+        stop = names.index(before)
+    elif _is_int(before) and -len(names) <= before <= len(names):
+        stop = before if before >= 0 else before + len(names)
     else:
-        raise TypeError(f"cut: upto must be a layer name or a position, got {upto!r}")
+        raise ValueError(f"{caller}: before={before!r} is not a layer of the model; `before` names the first layer "
+                         f"NOT run, one of {names} (or a position from {-len(names)} to {len(names)})")
     return Sequential(OrderedDict(list(model.named_children())[:stop]))
 
 
@@ -934,7 +948,7 @@ def extend(model, layers):
 
     Together with :func:`cut` this puts a new head on a pre-trained body::
 
-        net = extend(cut(pretrained, "fc2"), [("fc2", Dense(128, 5)), ("log_softmax", LogSoftmax())])
+        net = extend(cut(pretrained, before="fc2"), [("fc2", Dense(128, 5)), ("log_softmax", LogSoftmax())])
 
     Parameters
     ----------
@@ -1004,11 +1018,11 @@ def adapt_input_channels(model, in_channels):
 # ---------------------------------------------------------------------------
 
 
-def extract_features(model, images, upto, batch_size=256, transform=None):
+def extract_features(model, images, before, batch_size=256, transform=None):
     """
     Use a (pre-trained) network as a fixed feature extractor.
 
-    Runs `images` forward through ``cut(model, upto)`` in eval mode (dropout off), in
+    Runs `images` forward through ``cut(model, before)`` in eval mode (dropout off), in
     batches, and returns the activations. Nothing is trained and no backward runs; each
     module's training/eval mode is restored afterwards. The features can then train
     another model (a new ``Dense`` head, a linear classifier...) at a fraction of the
@@ -1019,9 +1033,9 @@ def extract_features(model, images, upto, batch_size=256, transform=None):
     model : :class:`~nnscratch.Sequential`
     images : ndarray, shape (N, C, H, W)
         Prepared float inputs (or raw ones with `transform`).
-    upto : str or int
-        The first layer *not* run (see :func:`cut`); e.g. ``"fc2"`` for the seed's Net
-        gives the 128 features feeding its classifier.
+    before : str or int
+        The first layer *not* run (see :func:`cut`): the features are what feeds it; e.g.
+        ``before="fc2"`` for the seed's Net gives the 128 features feeding its classifier.
     batch_size : int
         Images per forward pass.
     transform : callable, optional
@@ -1031,10 +1045,11 @@ def extract_features(model, images, upto, batch_size=256, transform=None):
     -------
     features : ndarray, shape (N, ...)
     """
-    return forward_in_batches(cut(model, upto), images, batch_size, transform, "extract_features")
+    return forward_in_batches(_cut(model, before, "extract_features"), images, batch_size, transform,
+                              "extract_features")
 
 
-def param_groups(model, lr, body_lr=None, head=("fc2",)):
+def param_groups(model, lr, body_lr=None, head=None):
     """
     Parameter groups for :class:`~nnscratch.SGD` with *discriminative learning rates*.
 
@@ -1049,8 +1064,9 @@ def param_groups(model, lr, body_lr=None, head=("fc2",)):
         Learning rate of the head.
     body_lr : float, optional
         Learning rate of the rest; default `lr`.
-    head : str or tuple of str
-        Names (or prefixes) of the head layers.
+    head : str, tuple of str or None
+        Names (or prefixes) of the head layers; None (default): the last ``Dense``, the layer
+        :func:`replace_head` replaces (:func:`head_name`).
 
     Returns
     -------
@@ -1059,10 +1075,7 @@ def param_groups(model, lr, body_lr=None, head=("fc2",)):
         ``SGD(groups, lr=lr, momentum=0.9)``. All parameters are included, frozen ones too
         (SGD skips them while frozen, so one optimizer serves every phase of a fine-tuning).
     """
-    names = _as_names(head, "param_groups: head")
-    if not names:
-        raise ValueError("param_groups: head names no layer")
-    head_ids = {id(p) for p in _select(model, names, "param_groups")}
+    head_ids = {id(p) for p in _select(model, _head_names(model, head, "param_groups"), "param_groups")}
     params = list(model.parameters())
     return [
         {"name": "body", "params": [p for p in params if id(p) not in head_ids], "lr": lr if body_lr is None else body_lr},
@@ -1070,8 +1083,24 @@ def param_groups(model, lr, body_lr=None, head=("fc2",)):
     ]
 
 
+def _head_names(model, head, caller):
+    """`head` as a list of layer names (None: :func:`head_name`); a ValueError naming `head=` and the
+    model's layers when one is not a layer or parameter of the model."""
+    if head is None:
+        return [head_name(model, caller)]
+    names = _as_names(head, f"{caller}: head")
+    known = {name for name, _ in model.named_modules()} | {name for name, _ in model.named_parameters()}
+    wrong = [name for name in names if name not in known]
+    if wrong or not names:
+        layers = [name for name, _ in model.named_modules() if name]
+        denses = [name for name, module in model.named_modules() if isinstance(module, Dense)]
+        hint = f"; head=None takes the last Dense layer, {denses[-1]!r} (the one replace_head replaces)" if denses else ""
+        raise ValueError(f"{caller}: head={head!r} names no layer of the model; its layers are {layers}{hint}")
+    return names
+
+
 def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, body_lr, momentum=0.9,
-              head=("fc2",), val_loader=None, progress=False, weight_decay=0.0):
+              head=None, val_loader=None, progress=False, weight_decay=0.0):
     """
     Fine-tune a pre-trained network in two phases (fastai's ``fine_tune``).
 
@@ -1094,8 +1123,8 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
     lr, body_lr : float
         Learning rates of the head and of the body.
     momentum, weight_decay : float
-    head : str or tuple of str
-        The head layers.
+    head : str, tuple of str or None
+        The head layers; None (default): the last ``Dense``, as :func:`param_groups`.
     val_loader : iterable of (x, y), optional
     progress : bool
 
@@ -1105,9 +1134,10 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
         Both phases (:meth:`~nnscratch.History.extend`): the first `head_epochs` epochs, and
         their ``sum(epoch_batches[:head_epochs])`` steps of ``batch_loss``, are phase 1.
     """
+    head = _head_names(model, head, "fine_tune")
     optimizer = SGD(param_groups(model, lr, body_lr, head), lr=lr, momentum=momentum, weight_decay=weight_decay)
     freeze(model)
-    unfreeze(model, _as_names(head, "fine_tune: head"))
+    unfreeze(model, head)
     first = fit(model, criterion, optimizer, train_loader, int(head_epochs), val_loader, progress=progress)
     second = History()
     if full_epochs:

@@ -226,7 +226,7 @@ def test_missing_and_unexpected(tmp_path):
         transfer.load_weights(bigger, path)
     report = transfer.load_weights(bigger, path, strict=False)
     assert report.missing == ["fc3.weight", "fc3.bias"] and len(report.loaded) == 8
-    smaller = transfer.cut(small_net(), "fc2")
+    smaller = transfer.cut(small_net(), before="fc2")
     with pytest.raises(ValueError, match="unexpected in the file.*fc2.weight.*fc2.bias"):
         transfer.load_weights(smaller, path)
     assert transfer.load_weights(smaller, path, strict=False).unexpected == ["fc2.weight", "fc2.bias"]
@@ -600,12 +600,15 @@ def test_replace_head_generator_is_reproducible():
 
 def test_cut_and_extend_share_layers():
     net = small_net()
-    body = transfer.cut(net, "fc2")
+    body = transfer.cut(net, before="fc2")
     assert body.names() == net.names()[:-1] and body.fc1 is net.fc1
-    assert transfer.cut(net, 2).names() == ["conv1", "relu1"]
-    with pytest.raises(KeyError):
-        transfer.cut(net, "fc9")
-    new = transfer.extend(transfer.cut(net, "fc1"), [("fc1", nn.Dense(576, 8)), ("relu3", nn.ReLU()),
+    assert transfer.cut(net, before=2).names() == ["conv1", "relu1"]
+    assert transfer.cut(net, before=-1).names() == body.names()
+    with pytest.raises(ValueError, match=r"before='fc9' is not a layer.*first layer NOT run.*'conv1'.*'fc2'"):
+        transfer.cut(net, before="fc9")
+    with pytest.raises(ValueError, match=r"before=99 .*'fc2'\] \(or a position from -\d+ to \d+\)"):
+        transfer.cut(net, before=99)
+    new = transfer.extend(transfer.cut(net, before="fc1"), [("fc1", nn.Dense(576, 8)), ("relu3", nn.ReLU()),
                                                      ("out", nn.Dense(8, 2))])
     assert new.conv2 is net.conv2 and new.fc1 is not net.fc1
     assert eval_output(new, images()).shape == (6, 2)
@@ -655,19 +658,21 @@ def test_extract_features_equals_the_cut_model_in_eval_mode():
     net = small_net()
     net.train()
     x = images(10)
-    features = transfer.extract_features(net, x, "fc2", batch_size=3)
+    features = transfer.extract_features(net, x, before="fc2", batch_size=3)
     assert features.shape == (10, 16)
     assert net.training and all(m.training for m in net.modules())  # mode restored
-    body = transfer.cut(net, "fc2").eval()
+    body = transfer.cut(net, before="fc2").eval()
     expected = body(x)
     np.testing.assert_allclose(features, expected, rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(transfer.extract_features(net, x, "fc2", batch_size=10), expected)
+    np.testing.assert_array_equal(transfer.extract_features(net, x, before="fc2", batch_size=10), expected)
     assert all(p.grad is None for p in net.parameters())  # forward only
-    flat = transfer.extract_features(net, x, "fc1", transform=lambda b: b * 1.0)
+    flat = transfer.extract_features(net, x, before="fc1", transform=lambda b: b * 1.0)
     assert flat.shape == (10, 576)
     net.eval()
-    transfer.extract_features(net, x, "fc1")
+    transfer.extract_features(net, x, before="fc1")
     assert not net.training  # eval mode restored too
+    with pytest.raises(ValueError, match=r"extract_features: before='fc9' is not a layer.*'fc1'"):
+        transfer.extract_features(net, x, before="fc9")
 
 
 def test_param_groups_apply_their_learning_rates():
@@ -691,7 +696,7 @@ def test_param_groups_apply_their_learning_rates():
     assert [g["lr"] for g in transfer.param_groups(net, lr=0.1)] == [0.1, 0.1]
     two = transfer.param_groups(net, lr=0.1, body_lr=0.0, head=("fc1", "fc2"))
     assert len(two[1]["params"]) == 4
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match=r"param_groups: head='fc9' names no layer.*'conv1'.*head=None takes .*'fc2'"):
         transfer.param_groups(net, 0.1, head="fc9")
 
 

@@ -3,6 +3,7 @@ that says what to do. One section per trap; the message is asserted, not only th
 import json
 import math
 import pickle
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -83,3 +84,59 @@ def test_nll_loss_lets_a_diverged_row_through_as_a_non_finite_loss():
     log_probs = log_softmax(np.array([[1.0, 2.0], [0.5, 0.1]]))
     log_probs[1] = np.nan  # a diverged network: fit reports TrainingDivergedError on the loss
     assert math.isnan(nn.NLLLoss()(log_probs, np.array([0, 1])))
+
+
+# ---------------------------------------------------------------------------
+# extract_features / cut: `before` names the first layer NOT run
+# ---------------------------------------------------------------------------
+
+
+def test_extract_features_before_is_the_first_layer_not_run():
+    from nnscratch import transfer
+
+    nn.manual_seed(0)
+    net = nn.models.seed_net()
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    features = transfer.extract_features(net, x, before="fc2")
+    assert features.shape == (3, 128)  # what feeds fc2 (128 inputs), fc2 itself not run
+    assert transfer.cut(net, before="fc2").names()[-1] == "dropout2"
+    with pytest.raises(ValueError, match=r"before='fc3'.*first layer NOT run, one of \['conv1', .*'log_softmax'\]"):
+        transfer.extract_features(net, x, before="fc3")
+    with pytest.raises(TypeError, match="upto"):  # the misread name is gone, not silently accepted
+        transfer.extract_features(net, x, upto="fc2")
+
+
+# ---------------------------------------------------------------------------
+# param_groups / fine_tune: the head defaults to the layer replace_head replaces
+# ---------------------------------------------------------------------------
+
+
+def net_with_head_named(name):
+    nn.manual_seed(0)
+    return nn.Sequential(OrderedDict([("flat", nn.Flatten()), ("hidden", nn.Dense(16, 8)), ("relu", nn.ReLU()),
+                                      (name, nn.Dense(8, 3))]))
+
+
+def test_param_groups_and_fine_tune_default_to_the_replaced_head():
+    from nnscratch import transfer
+    from nnscratch.data import DataLoader
+
+    net = net_with_head_named("classifier")
+    assert transfer.head_name(net) == "classifier"
+    body, head = transfer.param_groups(net, lr=0.1, body_lr=0.01)
+    assert head["params"] == [net.classifier.weight, net.classifier.bias] and head["lr"] == 0.1
+    assert body["params"] == [net.hidden.weight, net.hidden.bias] and body["lr"] == 0.01
+
+    rng = np.random.default_rng(0)
+    loader = DataLoader(rng.standard_normal((16, 1, 4, 4)).astype(np.float32), rng.integers(0, 3, 16), 8)
+    hidden = net.hidden.weight.data.copy()
+    transfer.fine_tune(net, nn.CrossEntropyLoss(), loader, head_epochs=1, full_epochs=0, lr=0.1, body_lr=0.01)
+    assert transfer.trainable_parameters(net) == ["classifier.weight", "classifier.bias"]
+    np.testing.assert_array_equal(net.hidden.weight.data, hidden)  # the body was frozen
+
+    for call, caller in ((lambda: transfer.param_groups(net, 0.1, head="fc2"), "param_groups"),
+                         (lambda: transfer.fine_tune(net, nn.CrossEntropyLoss(), loader, head_epochs=1, full_epochs=0,
+                                                     lr=0.1, body_lr=0.01, head=("fc1", "fc2")), "fine_tune")):
+        with pytest.raises(ValueError, match=rf"{caller}: head=.*'fc2'.* names no layer of the model; its layers are "
+                                             r"\['flat', 'hidden', 'relu', 'classifier'\]; head=None takes .*'classifier'"):
+            call()
