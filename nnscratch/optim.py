@@ -28,24 +28,29 @@ class SGD:
     DEFAULTS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        self.defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
         params = list(params)
         if not params:
             raise ValueError("SGD: got an empty parameter list")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = []
-        seen = set()
-        for group in groups:
-            group = {**defaults, **group, "params": list(group["params"])}
-            self._check_group(group)
-            for param in group["params"]:
-                if not isinstance(param, Parameter):
-                    raise TypeError(f"SGD: expected Parameter objects, got {type(param).__name__}")
-                if id(param) in seen:
-                    raise ValueError("SGD: a parameter appears in more than one group")
-                seen.add(id(param))
-            self.param_groups.append(group)
+        for group in params if isinstance(params[0], dict) else [{"params": params}]:
+            self.add_param_group(group)
         self.state = {}  # id(param) -> {"momentum_buffer": array}
+
+    def add_param_group(self, group):
+        """Add a group ``{"params": [...], "lr": ..., ...}`` (missing keys take the constructor's
+        values), as PyTorch's: e.g. the new head after :func:`nnscratch.transfer.replace_head`,
+        ``optimizer.add_param_group({"params": net.fc2.parameters()})``."""
+        group = {**self.defaults, **group, "params": list(group["params"])}
+        self._check_group(group)
+        seen = {id(param) for param in self.parameters()}
+        for param in group["params"]:
+            if not isinstance(param, Parameter):
+                raise TypeError(f"SGD: expected Parameter objects, got {type(param).__name__}")
+            if id(param) in seen:
+                raise ValueError("SGD: a parameter appears in more than one group")
+            seen.add(id(param))
+        self.param_groups.append(group)
 
     @staticmethod
     def _check_group(group):

@@ -28,6 +28,7 @@ the confusion matrix; :func:`predict` gives class indices for a batch of images.
 """
 import math
 import numbers
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -169,8 +170,10 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
         A checkpoint to continue from: restores the parameters, optimizer state, history,
         random generator states and the loader's epoch counter (may equal `checkpoint`).
     progress : bool or None
-        A tqdm progress bar per epoch (loss, accuracy, samples/s). ``None`` (default): only
-        when stderr is a terminal; ``False``: never; ``True``: always.
+        A tqdm progress bar per epoch (loss, accuracy, samples/s); in a Jupyter kernel tqdm's
+        notebook bar (``tqdm.auto``). ``None`` (default): when stderr is a terminal or inside a
+        Jupyter kernel, unless the environment variable ``NNSCRATCH_PROGRESS`` is ``0`` (never)
+        or ``1`` (always); ``False``: never; ``True``: always.
     log_every : int or None
         Print the seed's line ``[epoch, batch] loss: x.xxx`` every `log_every` batches, the
         loss averaged over those batches (the seed uses 2000).
@@ -186,6 +189,9 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
     ------
     TrainingDivergedError
         The loss became NaN or infinite; the message names the epoch and batch.
+    ValueError
+        A trainable parameter of the model is in no parameter group of the optimizer (it
+        would never train: typically an optimizer built before ``transfer.replace_head``).
     """
     started = time.perf_counter()
     epochs = int(epochs)
@@ -193,7 +199,8 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
         raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
     if log_every is not None and int(log_every) < 1:
         raise ValueError(f"fit: log_every must be a positive integer or None, got {log_every}")
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    show = show_progress_by_default() if progress is None else bool(progress)
+    _check_optimizer_holds_the_trainable_parameters(model, optimizer)
 
     history, first_epoch = History(), 0
     if resume is not None:
@@ -223,10 +230,58 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
     return history
 
 
+def in_jupyter_kernel():
+    """True when running inside a Jupyter kernel (notebook, JupyterLab, VS Code...): IPython is
+    loaded and its shell has a kernel. Never imports IPython itself."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def show_progress_by_default():
+    """``fit(progress=None)``: the environment variable ``NNSCRATCH_PROGRESS`` (``0`` or ``1``) if
+    set, else whether stderr is a terminal or the code runs in a Jupyter kernel."""
+    setting = os.environ.get("NNSCRATCH_PROGRESS", "").strip()
+    if setting:
+        if setting not in ("0", "1"):
+            raise ValueError(f"the environment variable NNSCRATCH_PROGRESS must be 0 or 1, got {setting!r}")
+        return setting == "1"
+    return sys.stderr.isatty() or in_jupyter_kernel()
+
+
+def _progress_bar_class(show):
+    """tqdm's notebook-aware bar for a bar shown in a Jupyter kernel (a text bar there if ipywidgets
+    is missing), its terminal bar otherwise."""
+    if show and in_jupyter_kernel():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm
+
+
+def _check_optimizer_holds_the_trainable_parameters(model, optimizer):
+    """Raise if a trainable parameter of `model` is in none of the optimizer's parameter groups
+    (frozen ones may be absent). Optimizers without ``param_groups`` or ``parameters()`` are not checked."""
+    if hasattr(optimizer, "param_groups"):
+        held = {id(param) for group in optimizer.param_groups for param in group["params"]}
+    elif hasattr(optimizer, "parameters"):
+        held = {id(param) for param in optimizer.parameters()}
+    else:
+        return
+    missing = [name for name, param in model.named_parameters() if param.requires_grad and id(param) not in held]
+    if missing:
+        add = (" or add them with optimizer.add_param_group({'params': [...]})"
+               if hasattr(optimizer, "add_param_group") else "")
+        raise ValueError(
+            f"fit: the trainable parameters {', '.join(missing)} are in no parameter group of the optimizer, so "
+            "they would never be updated. Was the optimizer built before transfer.replace_head (or "
+            "adapt_input_channels)? Build the optimizer after replace_head, e.g. "
+            f"{type(optimizer).__name__}(model.parameters(), ...),{add}; or freeze them if they should not train")
+
+
 def _train_epoch(model, criterion, optimizer, loader, epoch, epochs, show, log_every):
     """One pass over `loader`; returns (mean loss per sample, accuracy, the loss of each batch)."""
-    from tqdm import tqdm
-
+    tqdm = _progress_bar_class(show)
     batches = len(loader) if hasattr(loader, "__len__") else None
     total_loss, correct, count = 0.0, 0, 0
     running_loss, running_batches = 0.0, 0

@@ -3,6 +3,7 @@ that says what to do. One section per trap; the message is asserted, not only th
 import json
 import math
 import pickle
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -140,3 +141,137 @@ def test_param_groups_and_fine_tune_default_to_the_replaced_head():
         with pytest.raises(ValueError, match=rf"{caller}: head=.*'fc2'.* names no layer of the model; its layers are "
                                              r"\['flat', 'hidden', 'relu', 'classifier'\]; head=None takes .*'classifier'"):
             call()
+
+
+# ---------------------------------------------------------------------------
+# fit: an optimizer built before replace_head never trains the new head
+# ---------------------------------------------------------------------------
+
+
+def tiny_problem():
+    rng = np.random.default_rng(0)
+    from nnscratch.data import DataLoader
+
+    return DataLoader(rng.standard_normal((16, 1, 4, 4)).astype(np.float32), rng.integers(0, 3, 16), 8)
+
+
+def test_fit_refuses_trainable_parameters_outside_the_optimizer():
+    from nnscratch import transfer
+
+    net = net_with_head_named("fc2")
+    optimizer = nn.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    transfer.replace_head(net, 3)  # new fc2 Parameters, unknown to the optimizer
+    before = net.hidden.weight.data.copy()
+    with pytest.raises(ValueError, match=r"fit: the trainable parameters fc2\.weight, fc2\.bias are in no parameter "
+                                         r"group.*Build the optimizer after replace_head.*add_param_group"):
+        nn.fit(net, nn.CrossEntropyLoss(), optimizer, tiny_problem(), 1, progress=False)
+    np.testing.assert_array_equal(net.hidden.weight.data, before)  # refused before any step
+
+    optimizer.add_param_group({"params": net.fc2.parameters(), "lr": 0.5})
+    head = net.fc2.weight.data.copy()
+    nn.fit(net, nn.CrossEntropyLoss(), optimizer, tiny_problem(), 1, progress=False)
+    assert not np.array_equal(net.fc2.weight.data, head) and optimizer.param_groups[1]["lr"] == 0.5
+
+
+def test_fit_accepts_frozen_parameters_outside_the_optimizer():
+    from nnscratch import transfer
+
+    net = net_with_head_named("fc2")
+    transfer.freeze(net, "hidden")
+    before = net.hidden.weight.data.copy()
+    optimizer = nn.SGD(net.fc2.parameters(), lr=0.1)  # only the trainable head
+    history = nn.fit(net, nn.CrossEntropyLoss(), optimizer, tiny_problem(), 1, progress=False)
+    assert history.epochs == 1
+    np.testing.assert_array_equal(net.hidden.weight.data, before)
+    transfer.unfreeze(net, "hidden")  # now it must train, and the optimizer lacks it
+    with pytest.raises(ValueError, match=r"hidden\.weight, hidden\.bias are in no parameter group"):
+        nn.fit(net, nn.CrossEntropyLoss(), optimizer, tiny_problem(), 1, progress=False)
+
+
+def test_sgd_add_param_group_checks_like_the_constructor():
+    net = net_with_head_named("fc2")
+    optimizer = nn.SGD(net.hidden.parameters(), lr=0.1, momentum=0.9)
+    optimizer.add_param_group({"params": net.fc2.parameters()})
+    assert optimizer.param_groups[1]["lr"] == 0.1 and optimizer.param_groups[1]["momentum"] == 0.9
+    with pytest.raises(ValueError, match="more than one group"):
+        optimizer.add_param_group({"params": [net.fc2.bias]})
+    with pytest.raises(ValueError, match="lr, momentum and weight_decay must be >= 0"):
+        optimizer.add_param_group({"params": [], "lr": -1.0})
+    assert len(optimizer.param_groups) == 2
+
+
+# ---------------------------------------------------------------------------
+# fit's progress bar in a notebook
+# ---------------------------------------------------------------------------
+
+
+def fake_ipython(monkeypatch, shell):
+    import types
+
+    module = types.ModuleType("IPython")
+    module.get_ipython = lambda: shell
+    monkeypatch.setitem(sys.modules, "IPython", module)
+
+
+def test_jupyter_kernel_detection(monkeypatch):
+    import types
+
+    from nnscratch.training import in_jupyter_kernel
+
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert not in_jupyter_kernel()
+    fake_ipython(monkeypatch, None)  # IPython imported, no shell running
+    assert not in_jupyter_kernel()
+    fake_ipython(monkeypatch, types.SimpleNamespace())  # terminal IPython: a shell without a kernel
+    assert not in_jupyter_kernel()
+    fake_ipython(monkeypatch, types.SimpleNamespace(kernel=object()))  # a Jupyter kernel's shell
+    assert in_jupyter_kernel()
+
+
+def test_progress_default_terminal_kernel_and_environment(monkeypatch):
+    from nnscratch import training
+
+    monkeypatch.delenv("NNSCRATCH_PROGRESS", raising=False)
+    for tty, kernel, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        monkeypatch.setattr(training, "in_jupyter_kernel", lambda kernel=kernel: kernel)
+        assert training.show_progress_by_default() is expected, (tty, kernel)
+    monkeypatch.setenv("NNSCRATCH_PROGRESS", "0")  # the notebook build: no bars in a kernel
+    assert training.show_progress_by_default() is False
+    monkeypatch.setenv("NNSCRATCH_PROGRESS", "1")
+    monkeypatch.setattr(training, "in_jupyter_kernel", lambda: False)
+    assert training.show_progress_by_default() is True
+    monkeypatch.setenv("NNSCRATCH_PROGRESS", "yes")
+    with pytest.raises(ValueError, match="NNSCRATCH_PROGRESS must be 0 or 1, got 'yes'"):
+        training.show_progress_by_default()
+
+
+def test_fit_uses_the_notebook_aware_bar_in_a_kernel(monkeypatch, capsys):
+    import types
+
+    import tqdm as tqdm_package
+
+    from nnscratch import training
+
+    made = []
+
+    class RecordingBar(tqdm_package.tqdm):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("disable"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=RecordingBar))
+    monkeypatch.delenv("NNSCRATCH_PROGRESS", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    net = net_with_head_named("fc2")
+    optimizer = nn.SGD(net.parameters(), lr=0.1)
+
+    monkeypatch.setattr(training, "in_jupyter_kernel", lambda: False)
+    nn.fit(net, nn.CrossEntropyLoss(), optimizer, tiny_problem(), 1)
+    assert made == [] and capsys.readouterr().err == ""  # a pipe, not a kernel: no bar
+    monkeypatch.setattr(training, "in_jupyter_kernel", lambda: True)
+    nn.fit(net, nn.CrossEntropyLoss(), optimizer, tiny_problem(), 1)
+    assert made == [False] and "epoch 1/1" in capsys.readouterr().err  # tqdm.auto's bar, shown
+    monkeypatch.setenv("NNSCRATCH_PROGRESS", "0")
+    nn.fit(net, nn.CrossEntropyLoss(), optimizer, tiny_problem(), 1)
+    assert made == [False] and capsys.readouterr().err == ""
