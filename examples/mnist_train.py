@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import nnscratch as nn
+from nnscratch import plot
 from nnscratch.data import DataLoader, load_mnist, prepare_images
 
 # The seed prints the running loss every 2000 mini-batches (`if i % 2000 == 1999`), but with
@@ -174,39 +175,14 @@ def main(argv=None):
             "batch_size": args.batch_size,
             "seed": args.seed,
         }, indent=2) + "\n")
-    if args.plot is not None:
-        plot_history(history, args.plot)
+    if args.plot is not None:  # loss per batch and per epoch, accuracy per epoch (see nnscratch.plot.history)
+        plot.history(history, title="seed_net on MNIST (nnscratch)").savefig(args.plot, dpi=100)
 
     print("Test accuracy: %.2f %% (%d/%d), test loss %.4f, wall time %.1f s" % (
         100 * correct / total, correct, total, test_loss, wall_time))
     # print('Accuracy of the network on the 10000 test images: %d %%' % (100 * correct / total))
     print("Accuracy of the network on the %d test images: %d %%" % (total, 100 * correct / total))
     return history
-
-
-def plot_history(history, path):
-    """Learning curves: loss and accuracy per epoch, training and test set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.arange(1, history.epochs + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, history.train_loss, "o-", label="train")
-    ax_loss.plot(epochs, history.val_loss, "s-", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="loss (NLL)", title="Loss")
-    ax_acc.plot(epochs, 100 * np.asarray(history.train_accuracy), "o-", label="train (dropout on)")
-    ax_acc.plot(epochs, 100 * np.asarray(history.val_accuracy), "s-", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle("seed_net on MNIST (nnscratch)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 import nnscratch as nn
-from nnscratch import transfer
+from nnscratch import plot, transfer
 from nnscratch.data import DataLoader, load_mnist, per_class_subset, prepare_images, subset_by_labels
 from nnscratch.models import keras_transfer_net
 
@@ -242,27 +242,6 @@ def pretrain(train, cfg, seed):
     return model, history
 
 
-def plot_filters(model, path):
-    """The 32 pre-trained 3x3 kernels of conv1 as a 4x8 grid (blue negative, red positive)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    weights = model.conv1.weight.data[:, 0]  # (32, 3, 3)
-    rows, cols = 4, math.ceil(len(weights) / 4)
-    scale = float(np.abs(weights).max())
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.2))
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i < len(weights):
-            ax.imshow(weights[i], cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-            ax.set_title(str(i), fontsize=7)
-    fig.suptitle("conv1 filters after pre-training on digits 0-4", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------
 # Stage 2: the three strategies on the digits 5-9
 # ---------------------------------------------------------------------------------------------
@@ -342,29 +321,18 @@ def measure_cache_speedup(weights_path, images, labels, features, cfg, seed):
     return n, times
 
 
-def plot_accuracy(table, budgets, per_class_all, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs = [per_class_all if b is None else b for b in budgets]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    # Different line styles: feature extraction and fine-tuning often lie on top of each other.
-    for strategy, marker, style in zip(STRATEGIES, "osD", ("-", "--", ":")):
-        means = [100 * table[strategy][budget_key(b)]["mean"] for b in budgets]
-        sds = [100 * table[strategy][budget_key(b)]["sd"] for b in budgets]
-        ax.errorbar(xs, means, yerr=sds, marker=marker, linestyle=style, capsize=3, label=LABELS[strategy])
-    ax.set_xscale("log")
-    ax.set_xticks(xs)
-    ax.set_xticklabels([f"all\n(~{per_class_all:,})" if b is None else str(b) for b in budgets])
-    ax.set_xlabel("labelled training images per class (digits 5-9)")
-    ax.set_ylabel("test accuracy on digits 5-9 (%)")
-    ax.set_title("Transfer from digits 0-4 to 5-9 (mean ± sd over seeds)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+def plot_accuracy(runs, budgets, per_class_all, path):
+    """Accuracy vs labels per class, one curve per strategy, mean ± sd over the seeds of each budget."""
+    curves = {LABELS[strategy]: [[r["accuracy"] for r in runs
+                                  if r["strategy"] == strategy and r["labels_per_class"] == budget_key(b)]
+                                 for b in budgets]
+              for strategy in STRATEGIES}
+    fig = plot.accuracy_vs_labels(
+        [per_class_all if b is None else b for b in budgets], curves,
+        xticklabels=[f"all\n(~{per_class_all:,})" if b is None else str(b) for b in budgets],
+        title="Transfer from digits 0-4 to 5-9 (mean ± sd over seeds)",
+        xlabel="labelled training images per class (digits 5-9)", ylabel="test accuracy on digits 5-9 (%)")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +391,7 @@ def main(argv=None):
     print(f"  test accuracy on digits 0-4: {stage1['test_accuracy']:.2%} ({len(test_a[1])} images; "
           f"Keras reports 99.8 %)")
     filters_png = args.out / "conv1_filters.png"
-    plot_filters(model_a, filters_png)
+    plot.filters(model_a.conv1, title="conv1 filters after pre-training on digits 0-4").savefig(filters_png, dpi=100)
     print(f"  conv1 filters: {filters_png}")
     del model_a
 
@@ -546,7 +514,7 @@ def main(argv=None):
 
     plot_png = args.out / "accuracy_vs_labels.png"
     per_class_all = round(len(train_b[1]) / NUM_CLASSES)
-    plot_accuracy(table, cfg["budgets"], per_class_all, plot_png)
+    plot_accuracy(runs, cfg["budgets"], per_class_all, plot_png)
     print(f"\naccuracy plot: {plot_png}")
 
     total_time = time.perf_counter() - started
