@@ -271,7 +271,7 @@ def _vector_strip(ax, vector):
 # Training and evaluation
 # ---------------------------------------------------------------------------------------------
 
-def history(history, *, ax=None, title=None):
+def history(history, *, ax=None, title=None, logy=False):
     """Learning curves of a :class:`nnscratch.History` (what ``fit`` returns); the x axis counts epochs.
 
     Left, the loss: a thin line per training batch (noisy: each batch is a small sample), the
@@ -279,7 +279,8 @@ def history(history, *, ax=None, title=None):
     while the loss falls, since it averages the whole epoch), and the validation loss as squares.
     Right, when known, the accuracy per epoch in %: training (measured during the epoch, dropout
     on) and validation (eval mode). Validation far above training loss means overfitting.
-    With ``ax``, only the loss is drawn, on that axes.
+    With ``ax``, only the loss is drawn, on that axes. ``logy=True`` puts the loss on a log
+    scale, for losses that fall by orders of magnitude (regression, e.g. MSE).
     """
     epochs = len(history.train_loss)
     batch_loss = list(getattr(history, "batch_loss", None) or [])
@@ -305,7 +306,7 @@ def history(history, *, ax=None, title=None):
     loss_ax.plot(ends, history.train_loss, "o-", label="train, epoch mean")
     if len(history.val_loss):
         loss_ax.plot(ends[:len(history.val_loss)], history.val_loss, "s-", label="validation")
-    loss_ax.set(ylabel="loss", title="Loss")
+    loss_ax.set(ylabel="loss", title="Loss", yscale="log" if logy else "linear")
     if show_accuracy:
         for (name, values), marker in zip(accuracy.items(), "os"):
             if np.isfinite(values).any():

@@ -253,6 +253,8 @@ def test_history_draws_batches_epochs_and_accuracy():
     np.testing.assert_allclose(accuracy["train"].get_ydata(), [50, 75])
     np.testing.assert_allclose(accuracy["validation"].get_ydata(), [60, 70])
     assert loss_ax.get_xlabel() == "epoch" and fig.get_suptitle() == "run"
+    assert loss_ax.get_yscale() == "linear"
+    assert plot.history(made_history(), logy=True).axes[0].get_yscale() == "log"
 
 
 def test_history_without_accuracy_or_batches_and_on_given_axes():
