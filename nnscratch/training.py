@@ -16,12 +16,8 @@ detection of a diverging (NaN or infinite) loss, and checkpoints from which a ru
 *exactly*: training 2 epochs straight and training 1 epoch, stopping, and resuming from the
 checkpoint in a fresh process give bit-identical parameters.
 
-A checkpoint is one :mod:`nnscratch.serialization` file (safetensors: it cannot carry code)
-holding the arrays ``model.<parameter name>`` and ``optimizer.<index>.<state name>`` (e.g.
-``optimizer.0.momentum_buffer``), and in its JSON header everything else a resumed run
-needs: the number of epochs completed, the :class:`History`, the optimizer's hyper-parameters,
-the state of the library's random generator and of every layer's own generator, and the
-training loader's epoch counter (which fixes its shuffle order).
+:class:`History` lives in :mod:`nnscratch.history`, the checkpoint files in
+:mod:`nnscratch.checkpoint`; both are re-exported here.
 
 :func:`evaluate` is the seed's section 4.5 (accuracy on a test set), plus the mean loss and
 the confusion matrix; :func:`predict` gives class indices for a batch of images.
@@ -31,19 +27,15 @@ import numbers
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import rng as _rng
-from . import serialization
-
-CHECKPOINT_FORMAT = "nnscratch.checkpoint"
-CHECKPOINT_VERSION = 1
+from .checkpoint import load_checkpoint, save_checkpoint, set_generator_state
+from .history import History
 
 __all__ = [
-    "History", "TrainingDivergedError", "evaluate", "fit", "load_checkpoint", "predict",
-    "predict_proba", "save_checkpoint",
+    "History", "TrainingDivergedError", "evaluate", "fit", "in_jupyter_kernel", "load_checkpoint", "predict",
+    "predict_proba", "save_checkpoint", "set_generator_state", "show_progress_by_default",
 ]
 
 
@@ -61,80 +53,6 @@ class TrainingDivergedError(FloatingPointError):
             f"training diverged: the loss is {loss} at epoch {epoch}, batch index {batch}{of} "
             f"(check the learning rate and the inputs)"
         )
-
-
-# ---------------------------------------------------------------------------
-# History
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class History:
-    """Metrics of :func:`fit`: one list entry per epoch completed, and the loss of every step.
-
-    ``train_loss`` is the mean loss over the epoch's training samples and ``train_accuracy``
-    the fraction of them classified right (argmax of the outputs, measured during training,
-    i.e. with dropout active; NaN when the targets are not class labels). ``val_loss`` and
-    ``val_accuracy`` are filled when ``fit`` is given a ``val_loader`` (evaluated after each
-    epoch, in eval mode). Accuracies are fractions in [0, 1]. ``epoch_time`` is each epoch's
-    wall time in seconds (training plus validation); ``total_time`` the wall time of all
-    ``fit`` calls that produced it, resumed runs included.
-
-    ``batch_loss`` holds one entry per training step, across all epochs in order: the batch's
-    loss as the criterion returned it (so a one-epoch run still has a learning curve), and
-    ``epoch_batches`` the number of steps of each epoch (``sum(epoch_batches) ==
-    len(batch_loss)``; step ``i`` lies in epoch ``np.searchsorted(np.cumsum(epoch_batches), i,
-    side="right") + 1``).
-    """
-
-    train_loss: list = field(default_factory=list)
-    train_accuracy: list = field(default_factory=list)
-    val_loss: list = field(default_factory=list)
-    val_accuracy: list = field(default_factory=list)
-    epoch_time: list = field(default_factory=list)
-    total_time: float = 0.0
-    batch_loss: list = field(default_factory=list)
-    epoch_batches: list = field(default_factory=list)
-
-    LISTS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time")
-    """The per-epoch lists of floats (``epoch_batches`` is per epoch too, of ints)."""
-
-    @property
-    def epochs(self):
-        """Number of epochs recorded."""
-        return len(self.train_loss)
-
-    def extend(self, other):
-        """Append `other`'s epochs and steps after this history's (and add its time); return self."""
-        for name in self.LISTS + ("batch_loss", "epoch_batches"):
-            getattr(self, name).extend(getattr(other, name))
-        self.total_time += other.total_time
-        return self
-
-    def as_dict(self):
-        """Plain, strict-JSON-friendly dict (lists of floats; NaN or infinity become ``None``)."""
-        result = {name: [_json_float(v) for v in getattr(self, name)] for name in self.LISTS + ("batch_loss",)}
-        result["epoch_batches"] = [int(n) for n in self.epoch_batches]
-        result["total_time"] = _json_float(self.total_time)
-        return result
-
-    @classmethod
-    def from_dict(cls, data):
-        """Inverse of :meth:`as_dict` (``None`` comes back as NaN). A dict saved before
-        ``batch_loss`` and ``epoch_batches`` existed gives them empty."""
-        floats = cls.LISTS + ("batch_loss",)
-        unknown = set(data) - set(floats) - {"epoch_batches", "total_time"}
-        if unknown:
-            raise ValueError(f"History.from_dict: unknown keys {sorted(unknown)}")
-        lists = {name: [math.nan if v is None else float(v) for v in data.get(name, [])] for name in floats}
-        total = data.get("total_time", 0.0)
-        return cls(**lists, epoch_batches=[int(n) for n in data.get("epoch_batches", [])],
-                   total_time=math.nan if total is None else float(total))
-
-
-def _json_float(value):
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------
@@ -420,147 +338,3 @@ def predict_proba(model, images, batch_size=256, transform=None):
     outputs = forward_in_batches(model, images, batch_size, transform, "predict_proba")
     shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-# ---------------------------------------------------------------------------
-# checkpoints
-# ---------------------------------------------------------------------------
-
-
-def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader=None):
-    """
-    Write everything :func:`fit` needs to resume after `epoch` completed epochs, atomically.
-
-    Arrays: ``model.<name>`` for each parameter, ``optimizer.<index>.<key>`` for each array
-    of the optimizer's per-parameter state. JSON header: format and version, ``epoch``, the
-    history, the optimizer's param groups and non-array state, the library generator's state
-    and each module's own generator state (keyed by module name), and the loader's epoch.
-    """
-    arrays = {f"model.{name}": param.data for name, param in model.named_parameters()}
-    optimizer_header = None
-    if optimizer is not None:
-        state_dict = optimizer.state_dict()
-        scalars = {}
-        for index, state in state_dict.get("state", {}).items():
-            for key, value in state.items():
-                if isinstance(value, np.ndarray):
-                    arrays[f"optimizer.{index}.{key}"] = value
-                else:
-                    scalars.setdefault(str(index), {})[key] = _to_json(value)
-        optimizer_header = {
-            "class": type(optimizer).__name__,
-            "param_groups": _to_json(state_dict["param_groups"]),
-            "state": scalars,
-        }
-    header = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "epoch": int(epoch),
-        "history": (history or History()).as_dict(),
-        "optimizer": optimizer_header,
-        "rng": {
-            "default": _to_json(_rng.default_generator().bit_generator.state),
-            "modules": {name: _to_json(generator.bit_generator.state)
-                        for name, generator in _module_generators(model).items()},
-        },
-        "train_loader_epoch": _loader_epoch(train_loader),
-    }
-    serialization.save_file(path, arrays, header)
-
-
-def load_checkpoint(path, model, optimizer=None, train_loader=None):
-    """
-    Restore a :func:`save_checkpoint` file into `model` (and `optimizer`, `train_loader`, the
-    random generators); return ``(epoch, history)``. The model must have the same parameter
-    names and shapes, the optimizer the same parameter groups.
-    """
-    arrays, header = serialization.load_file(path)
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an nnscratch checkpoint (header format {header.get('format')!r})")
-    if header.get("format_version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint format version {header.get('format_version')!r}, "
-                         f"this nnscratch reads version {CHECKPOINT_VERSION}")
-
-    model_state, optimizer_state = {}, {}
-    for key, array in arrays.items():
-        kind, _, rest = key.partition(".")
-        if kind == "model":
-            model_state[rest] = array
-        elif kind == "optimizer":
-            index, _, name = rest.partition(".")
-            optimizer_state.setdefault(int(index), {})[name] = array
-        else:
-            raise ValueError(f"{path}: unexpected array {key!r} in a checkpoint")
-    model.load_state_dict(model_state)
-
-    if optimizer is not None:
-        saved = header.get("optimizer")
-        if saved is None:
-            raise ValueError(f"{path}: the checkpoint holds no optimizer state")
-        if saved["class"] != type(optimizer).__name__:
-            raise ValueError(f"{path}: the checkpoint holds a {saved['class']} state, "
-                             f"the optimizer is a {type(optimizer).__name__}")
-        for index, scalars in saved.get("state", {}).items():
-            optimizer_state.setdefault(int(index), {}).update(_from_json(scalars))
-        optimizer.load_state_dict({"param_groups": _from_json(saved["param_groups"]), "state": optimizer_state})
-
-    set_generator_state(_rng.default_generator(), _from_json(header["rng"]["default"]))
-    generators = _module_generators(model)
-    for name, state in header["rng"]["modules"].items():
-        state = _from_json(state)
-        module = dict(model.named_modules()).get(name)
-        if module is None:
-            raise ValueError(f"{path}: the checkpoint has a generator for module {name!r}, which the model lacks")
-        if name not in generators:  # the fresh model draws from the library generator: give it its own
-            module.generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
-            generators[name] = module.generator
-        set_generator_state(generators[name], state)
-
-    loader_epoch = header.get("train_loader_epoch")
-    if loader_epoch is not None and hasattr(train_loader, "set_epoch"):
-        train_loader.set_epoch(loader_epoch)
-    return int(header["epoch"]), History.from_dict(header.get("history") or {})
-
-
-def set_generator_state(generator, state):
-    """Set a NumPy ``Generator``'s bit-generator state in place (for the library generator use
-    ``set_generator_state(nnscratch.rng.default_generator(), state)``: :func:`nnscratch.manual_seed`
-    replaces that object, so a reference kept from before would be stale)."""
-    generator.bit_generator.state = state
-
-
-def _module_generators(model):
-    """{module name: generator} for the modules that have their own random generator."""
-    return {
-        name: module.generator
-        for name, module in model.named_modules()
-        if getattr(module, "generator", None) is not None and hasattr(module.generator, "bit_generator")
-    }
-
-
-def _loader_epoch(loader):
-    epoch = getattr(loader, "epoch", None)
-    return int(epoch) if epoch is not None else None
-
-
-def _to_json(value):
-    """NumPy scalars and arrays (e.g. an MT19937 key) to JSON; arrays become tagged objects."""
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _from_json(value):
-    if isinstance(value, dict):
-        if set(value) == {"__ndarray__", "dtype"}:
-            return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
-        return {k: _from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json(v) for v in value]
-    return value
