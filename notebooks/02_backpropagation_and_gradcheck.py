@@ -447,11 +447,11 @@ print(f"{steps} steps. Batch loss at step:")
 for step in [1, 10, 30, 100, 190, 300, steps]:
     if step <= steps:
         print(f"  {step:4d}: {history.batch_loss[step - 1]:.1e}")
-plot.history(history)
+plot.history(history, logy=True)
 
 # %% [markdown]
-# On the plot's linear scale the loss drops to "zero" within the first tenth of an epoch; the
-# printed values show what happens next: on a convex quadratic, gradient descent with momentum
+# On a linear scale the loss would look like "zero" after the first tenth of an epoch; on the
+# log scale you see what happens next: on a convex quadratic, gradient descent with momentum
 # keeps dividing the error by a constant factor per step (a straight line on a log scale), until
 # float32 rounding stops it. Learned vs true kernel (one colour scale for all three, 0 in white):
 
