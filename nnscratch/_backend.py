@@ -7,14 +7,20 @@ The default is ``"cython"`` when the extension is built, otherwise ``"numpy"`` w
 ``NNSCRATCH_BACKEND=numpy|cython`` in the environment, :func:`set_backend` or the
 :func:`use_backend` context manager choose one explicitly. ``NNSCRATCH_NUM_THREADS`` or
 :func:`set_num_threads` set how many threads the compiled kernels use (default: the cores
-this process may run on). At import, malloc is asked to keep freed memory for reuse
-(:mod:`nnscratch._malloc`; ``NNSCRATCH_KEEP_FREED_MEMORY=0`` turns that off).
+this process may run on).
+
+Importing nnscratch changes nothing in the process: no thread pool is resized and malloc is left
+alone. The compiled kernels call a BLAS (scipy's ``cython_blas``) from inside their own threads;
+that BLAS is held at :data:`KERNEL_BLAS_THREADS` thread only while a kernel runs
+(:func:`kernel_blas`), then given back its thread count. Keeping freed memory for reuse is
+something a training script turns on: :func:`nnscratch.malloc.keep_freed_memory`.
 """
 import contextlib
 import os
+import threading
 import warnings
 
-from . import _malloc, reference
+from . import reference
 
 try:
     from . import _kernels
@@ -92,27 +98,65 @@ def get_num_threads():
     return _num_threads
 
 
-def _single_threaded_kernel_blas():
-    """The compiled kernels call scipy's BLAS (``cython_blas``) from inside their own threads, so that
-    BLAS must not start threads of its own: set it to one thread. Only the library scipy loaded is
-    changed, not numpy's, unless the two share one library (a system OpenBLAS), in which case
-    numpy's matrix products become single-threaded too."""
+KERNEL_BLAS_THREADS = 1  # threads of the BLAS the compiled kernels call from inside their own threads
+
+
+def _kernel_blas_libraries():
+    """threadpoolctl's controllers of the BLAS scipy loaded (the one ``cython_blas`` calls); all BLAS
+    libraries if none is scipy's. Numpy's own BLAS is a different library in the wheels, left alone."""
     import scipy
     from threadpoolctl import ThreadpoolController
 
     scipy_dir = os.path.dirname(os.path.abspath(scipy.__file__))
     blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
     scipy_places = (scipy_dir + os.sep, scipy_dir + ".libs" + os.sep)  # the package, or its wheel's bundled libraries
-    scipy_blas = [lib for lib in blas if os.path.abspath(lib.filepath).startswith(scipy_places)] or blas
-    for lib in scipy_blas:
-        lib.set_num_threads(1)
+    return [lib for lib in blas if os.path.abspath(lib.filepath).startswith(scipy_places)] or blas
+
+
+class _KernelBlasLimit:
+    """``with kernel_blas():`` holds the kernels' BLAS at ``KERNEL_BLAS_THREADS`` for the block, then
+    restores its thread count. Nested and concurrent blocks (threads calling kernels at the same
+    time) share one limit: the first to enter sets it, the last to leave restores it. While a block
+    runs, scipy's BLAS is single-threaded for the whole process; outside, it is as the user left it.
+    Cost: about 2 µs per block (two calls into OpenBLAS and a lock), against milliseconds of kernel."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._libraries = None  # found on first use (not at import)
+        self._restore = []
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                if self._libraries is None:
+                    self._libraries = _kernel_blas_libraries()
+                self._restore = [(lib, n) for lib in self._libraries if (n := lib.num_threads) != KERNEL_BLAS_THREADS]
+                for lib, _ in self._restore:
+                    lib.set_num_threads(KERNEL_BLAS_THREADS)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for lib, n in self._restore:
+                    lib.set_num_threads(n)
+                self._restore = []
+
+
+_kernel_blas_limit = _KernelBlasLimit()
+
+
+def kernel_blas():
+    """Context for a kernel call that uses BLAS: the limit above with the compiled backend, nothing
+    with the NumPy reference (whose matrix products may use every BLAS thread)."""
+    return _kernel_blas_limit if _active == "cython" else contextlib.nullcontext()
 
 
 def _initialize():
     requested = os.environ.get("NNSCRATCH_BACKEND", "").strip()
-    _malloc.keep_freed_memory()
-    if _kernels is not None:
-        _single_threaded_kernel_blas()
     if requested:
         set_backend(requested)
     elif _kernels is not None:

@@ -16,7 +16,8 @@ from . import _backend, reference
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-MAX_INT = 2**31 - 1  # the kernels index with C ints for sizes, strides and paddings
+MAX_INT = 2**31 - 1  # the kernels take kernel sizes, strides and paddings as C ints
+BLAS_MAX_SIZE = 2**31 - 1  # the compiled kernels' BLAS (scipy's cython_blas) takes every size as a C int
 
 
 def pair(value, name, where, minimum):
@@ -81,6 +82,21 @@ def window_output_size(input_shape, kernel, stride, padding, where):
     return reference.output_size(h, kh, sh, ph), reference.output_size(w, kw, sw, pw)
 
 
+def check_blas_sizes(where, sizes, hint):
+    """With the compiled backend, every matrix size handed to BLAS (its ``int`` arguments M, N, K and
+    the leading dimensions, which are among the same sizes) must be at most ``BLAS_MAX_SIZE``;
+    ``sizes`` maps a description to its value. Beyond it, a C int would wrap around. The NumPy
+    reference has no such limit."""
+    if _backend.backend() != "cython":
+        return
+    for name, size in sizes.items():
+        if size > BLAS_MAX_SIZE:
+            raise ValueError(
+                f"{where}: {name} is {size}, more than the compiled kernels' BLAS takes ({BLAS_MAX_SIZE}, "
+                f"the largest C int); {hint}, or use the NumPy backend: nnscratch.set_backend('numpy')"
+            )
+
+
 # ----------------------------------------------------------------------------- ReLU
 
 def relu(x, where="relu"):
@@ -130,20 +146,26 @@ def _check_linear(x, weight, where):
             f"{where}: input has {x.shape[1]} features (shape {x.shape}) but the layer expects "
             f"{weight.shape[1]} (weight shape {weight.shape})"
         )
+    check_blas_sizes(where, {"the batch size (rows of the matrix product)": x.shape[0],
+                             "in_features": weight.shape[1], "out_features": weight.shape[0]},
+                     "pass the batch in smaller pieces")
     return x, weight.astype(x.dtype, copy=False)
 
 
 def linear(x, weight, bias=None, where="linear"):
     """``y = x Wᵀ + b``: see :func:`nnscratch.reference.linear_forward`."""
     x, weight = _check_linear(x, weight, where)
-    return _backend.kernels().linear_forward(x, weight, _check_bias(bias, weight, x.dtype, where))
+    bias = _check_bias(bias, weight, x.dtype, where)
+    with _backend.kernel_blas():
+        return _backend.kernels().linear_forward(x, weight, bias)
 
 
 def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True, where="linear"):
     """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.linear_backward`."""
     x, weight = _check_linear(x, weight, where)
     grad_y = _check_grad_output(grad_y, (x.shape[0], weight.shape[0]), where, x.dtype)
-    return _backend.kernels().linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
+    with _backend.kernel_blas():
+        return _backend.kernels().linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -160,20 +182,25 @@ def _check_conv(x, weight, bias, stride, padding, where):
     stride = pair(stride, "stride", where, 1)
     padding = pair(padding, "padding", where, 0)
     out_hw = window_output_size(x.shape, weight.shape[2:], stride, padding, where)
+    f, c, kh, kw = weight.shape
+    check_blas_sizes(where, {"the output plane OH*OW": out_hw[0] * out_hw[1], "C*KH*KW": c * kh * kw,
+                             "the number of filters": f}, "use a smaller image, a larger stride or a smaller kernel")
     return x, weight, bias, stride, padding, out_hw
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, where="conv2d"):
     """2-D convolution of an NCHW batch: see :func:`nnscratch.reference.conv2d_forward`."""
     x, weight, bias, stride, padding, _ = _check_conv(x, weight, bias, stride, padding, where)
-    return _backend.kernels().conv2d_forward(x, weight, bias, stride, padding)
+    with _backend.kernel_blas():
+        return _backend.kernels().conv2d_forward(x, weight, bias, stride, padding)
 
 
 def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True, need_weight_grad=True, where="conv2d"):
     """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.conv2d_backward`."""
     x, weight, _, stride, padding, out_hw = _check_conv(x, weight, None, stride, padding, where)
     grad_y = _check_grad_output(grad_y, (x.shape[0], weight.shape[0]) + out_hw, where, x.dtype)
-    return _backend.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
+    with _backend.kernel_blas():
+        return _backend.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
 
 
 # ----------------------------------------------------------------------------- pooling
