@@ -2,10 +2,10 @@
 
 The pieces, in the order a training script uses them:
 
-* :func:`read_idx` parses one IDX file (the format MNIST is distributed in),
-  gzip-compressed or raw, and validates it strictly: a malformed or lying
-  header raises :class:`ValueError` quickly instead of hanging or allocating
-  memory it claims to need.
+* :func:`read_idx` (from :mod:`nnscratch.idx`) parses one IDX file (the format
+  MNIST is distributed in), gzip-compressed or raw, and validates it strictly:
+  a malformed or lying header raises :class:`ValueError` quickly instead of
+  hanging or allocating memory it claims to need.
 * :func:`load_mnist` finds the four MNIST files (an explicit directory,
   ``$NNSCRATCH_DATA``, the repository's ``data/mnist/``, the user cache),
   downloads whatever is missing into the cache if allowed, and verifies the
@@ -18,30 +18,17 @@ The pieces, in the order a training script uses them:
   :func:`train_val_split` carve smaller datasets out of a bigger one.
 """
 
-import gzip
-import hashlib
 import math
 import os
 import sys
 import tempfile
 import urllib.request
-import zlib
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-GZIP_MAGIC = b"\x1f\x8b"
-
-# IDX type code -> element dtype (IDX stores multi-byte values big-endian).
-IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
+from .idx import GZIP_MAGIC, IDX_DTYPES, MAX_IDX_BYTES, read_idx  # noqa: F401  (re-exported)
 
 _CHUNK_SIZE = 1 << 20
 
@@ -51,6 +38,14 @@ MNIST_FILES = {
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# File name -> (dtype, shape) its header must declare, checked before the payload is read.
+MNIST_SHAPES = {
+    "train-images-idx3-ubyte": (np.uint8, (60000, 28, 28)),
+    "train-labels-idx1-ubyte": (np.uint8, (60000,)),
+    "t10k-images-idx3-ubyte": (np.uint8, (10000, 28, 28)),
+    "t10k-labels-idx1-ubyte": (np.uint8, (10000,)),
 }
 
 # Base URLs serving ``<name>.gz`` for every name in MNIST_FILES, tried in order.
@@ -68,136 +63,6 @@ REPO_MNIST_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 class MNISTNotFoundError(FileNotFoundError):
     """The MNIST files are in none of the searched places and could not be
     downloaded."""
-
-
-# ---------------------------------------------------------------------------
-# IDX files
-# ---------------------------------------------------------------------------
-
-
-def read_idx(path, sha256=None):
-    """
-    Read an IDX file, gzip-compressed or raw, into a NumPy array.
-
-    Parameters
-    ----------
-    path : str or :class:`os.PathLike`
-        The file. Compression is detected from the content (gzip magic
-        bytes ``1f 8b``), not from the file name.
-    sha256 : str or None
-        If given, the expected hex SHA-256 of the *decompressed* file
-        (header included). Default is None (no check).
-
-    Returns
-    -------
-    array : :py:class:`ndarray <numpy.ndarray>` of shape `dims`
-        A writable array in native byte order, with the dtype given by
-        the header's type code (uint8, int8, int16, int32, float32 or
-        float64) and the shape given by its dimensions.
-
-    Raises
-    ------
-    ValueError
-        Naming `path` and the problem: bad magic, unknown type code,
-        number of dimensions outside 1..4, payload shorter or longer than
-        the dimensions say, corrupt or truncated gzip stream, or a
-        checksum mismatch.
-    """
-    path = Path(path)
-    with open(path, "rb") as file:
-        is_gzip = file.read(2) == GZIP_MAGIC
-        file.seek(0)
-        if is_gzip:
-            try:
-                with gzip.GzipFile(fileobj=file) as stream:
-                    header, dtype, dims = _read_idx_header(stream, path)
-                    payload = _read_capped(stream, _payload_size(dtype, dims), path)
-            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                raise ValueError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
-        else:
-            header, dtype, dims = _read_idx_header(file, path)
-            payload = _read_exact_raw(file, _payload_size(dtype, dims), path)
-
-    if sha256 is not None:
-        digest = hashlib.sha256(header)
-        digest.update(payload)
-        actual = digest.hexdigest()
-        if actual != sha256:
-            raise ValueError(
-                f"{path}: SHA-256 of the decompressed file is {actual}, expected {sha256}"
-            )
-
-    array = np.frombuffer(payload, dtype=dtype).reshape(dims)
-    if dtype.byteorder == ">":
-        array = array.astype(dtype.newbyteorder("="))
-    return array
-
-
-def _read_idx_header(stream, path):
-    """Read and check the IDX header; return (header bytes, dtype, dims)."""
-    magic = stream.read(4)
-    if len(magic) < 4:
-        raise ValueError(f"{path}: too short for an IDX header ({len(magic)} bytes)")
-    if magic[:2] != b"\x00\x00":
-        raise ValueError(
-            f"{path}: not an IDX file (magic starts with {magic[:2].hex()}, expected 0000)"
-        )
-    type_code, ndim = magic[2], magic[3]
-    if type_code not in IDX_DTYPES:
-        known = ", ".join(f"0x{code:02x}" for code in IDX_DTYPES)
-        raise ValueError(f"{path}: unknown IDX type code 0x{type_code:02x} (known: {known})")
-    if not 1 <= ndim <= 4:
-        raise ValueError(f"{path}: IDX header gives {ndim} dimensions, expected 1 to 4")
-    dims_bytes = stream.read(4 * ndim)
-    if len(dims_bytes) < 4 * ndim:
-        raise ValueError(f"{path}: header truncated inside the {ndim} dimension sizes")
-    dims = tuple(
-        int.from_bytes(dims_bytes[4 * i : 4 * i + 4], "big") for i in range(ndim)
-    )
-    return magic + dims_bytes, IDX_DTYPES[type_code], dims
-
-
-def _payload_size(dtype, dims):
-    """Number of payload bytes an IDX header with `dtype` and `dims` announces."""
-    return math.prod(dims) * dtype.itemsize
-
-
-def _length_error(path, expected, actual_description):
-    return ValueError(
-        f"{path}: header announces {expected} payload bytes but the data has {actual_description}"
-    )
-
-
-def _read_exact_raw(file, expected, path):
-    """Read exactly `expected` payload bytes from an uncompressed IDX file,
-    checking against the file size before allocating anything."""
-    available = os.fstat(file.fileno()).st_size - file.tell()
-    if available < expected:
-        raise _length_error(path, expected, f"only {available} bytes")
-    if available > expected:
-        raise _length_error(path, expected, f"{available - expected} trailing bytes after them")
-    payload = bytearray(expected)
-    if file.readinto(payload) != expected:
-        raise ValueError(f"{path}: file changed while being read")
-    return payload
-
-
-def _read_capped(stream, expected, path):
-    """Read the rest of a decompressed stream, stopping after ``expected + 1``
-    bytes, so a header that overstates the size fails as soon as the stream
-    ends and one that understates it fails after one extra byte."""
-    limit = expected + 1
-    payload = bytearray()
-    while len(payload) < limit:
-        chunk = stream.read(min(_CHUNK_SIZE, limit - len(payload)))
-        if not chunk:
-            break
-        payload += chunk
-    if len(payload) < expected:
-        raise _length_error(path, expected, f"only {len(payload)} bytes")
-    if len(payload) > expected:
-        raise _length_error(path, expected, "trailing bytes after them")
-    return payload
 
 
 # ---------------------------------------------------------------------------
@@ -317,14 +182,18 @@ def load_mnist(root=None, download=True, mirrors=None, progress=True):
             failure = f"the download failed:\n{exc}"
             raise MNISTNotFoundError(_not_found_message(searched, directory, failure)) from exc
 
-    arrays = {
-        name: read_idx(_find_mnist_file(directory, name), sha256=sha256)
-        for name, sha256 in MNIST_FILES.items()
-    }
+    arrays = {name: _read_mnist_file(_find_mnist_file(directory, name), name) for name in MNIST_FILES}
     return (
         (arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]),
         (arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]),
     )
+
+
+def _read_mnist_file(path, name):
+    """One MNIST file, its header checked against the known dtype and shape before the
+    payload is read, then its decompressed SHA-256."""
+    dtype, shape = MNIST_SHAPES[name]
+    return read_idx(path, sha256=MNIST_FILES[name], dtype=dtype, shape=shape)
 
 
 def _not_found_message(searched, cache, failure):
@@ -368,7 +237,7 @@ def _download_verified(url, name, directory, progress):
             _fetch(url, tmp, progress, desc=f"{name}.gz")
             tmp.flush()
             os.fsync(tmp.fileno())
-        read_idx(tmp_path, sha256=MNIST_FILES[name])
+        _read_mnist_file(tmp_path, name)
         os.replace(tmp_path, directory / f"{name}.gz")
     finally:
         tmp_path.unlink(missing_ok=True)
