@@ -25,7 +25,10 @@ Why safetensors rather than ``np.save``/``pickle``/``torch.save``:
 
 Writes are atomic: the file is written to a temporary file in the same directory, flushed
 and fsync'ed, then renamed over the destination (``os.replace``), so a crash or an error
-never leaves a half-written file and never destroys the previous one.
+never leaves a half-written file and never destroys the previous one. A process killed
+mid-save leaves its temporary file ``.<name>.<12 hex digits>.tmp`` behind; the next save to
+the same path removes such leftovers of that path (and only those: the name must match
+exactly, and a temporary file still locked by a save in progress is left alone).
 
 Only the dtypes a network needs are accepted, in both directions: float32, float64, int64,
 int32 and uint8.
@@ -33,16 +36,38 @@ int32 and uint8.
 import json
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: an open file cannot be deleted there anyway
+    fcntl = None
+
 METADATA_KEY = "nnscratch"
 """Key of the format's ``__metadata__`` under which the JSON header is stored."""
 
-MAX_HEADER_BYTES = 100_000_000
-"""Default cap on the safetensors header length (the safetensors library's own limit)."""
+MAX_HEADER_BYTES = 1 << 24
+"""Default cap on the safetensors header length: 16 MiB. Parsing JSON can take ~10 times its
+length in memory (a list of floats), so the safetensors library's own 100 MB would let a hostile
+header cost a gigabyte; nnscratch's headers are far smaller (a checkpoint's history holds ~20
+bytes per training step). Raise it per call (``load_file(..., max_header_bytes=...)``) or for
+the process (``nnscratch.serialization.MAX_HEADER_BYTES = ...``)."""
+
+MAX_ENTRIES = 1 << 14
+"""Default cap on the number of arrays in a file: 16384 (a network has tens to hundreds; each
+entry costs a few kB to load). Raise it per call (``load_file(..., max_entries=...)``) or for
+the process (``nnscratch.serialization.MAX_ENTRIES = ...``)."""
+
+_CONTAINERS_PER_ENTRY = 4
+"""JSON objects/lists a file may hold per allowed entry (an entry is an object with two lists;
+the nnscratch header adds about one per parameter), plus :data:`_CONTAINERS_SLACK`. Checked by
+counting ``[`` and ``{`` bytes before parsing, because an empty JSON list costs ~70 bytes of
+memory for its 2 bytes of text."""
+_CONTAINERS_SLACK = 4096
 
 # safetensors dtype name <-> NumPy dtype, for the dtypes this library reads and writes.
 DTYPES = {
@@ -119,16 +144,25 @@ def write_atomic(path, content):
     """
     Write the bytes `content` to `path` atomically (temporary file in the same directory,
     flush, fsync, ``os.replace``). The temporary file is removed if anything fails; the
-    previous file at `path`, if any, is then left untouched.
+    previous file at `path`, if any, is then left untouched. Leftover temporary files of
+    earlier, interrupted writes to `path` are removed first (:func:`remove_leftovers`).
     """
     path = Path(path)
-    directory = path.parent
+    remove_leftovers(path)
     try:
         mode = path.stat().st_mode & 0o7777  # keep an existing file's permissions
     except FileNotFoundError:
         mode = None
+    while not _write_via_temporary(path, content, mode):  # pragma: no cover - see below
+        pass
+    _fsync_directory(path.parent)
+
+
+def _write_via_temporary(path, content, mode):
+    """One attempt of :func:`write_atomic`: False if another save's :func:`remove_leftovers`
+    deleted our temporary file in the instant between its creation and its lock."""
     while True:
-        tmp_path = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
             # 0o666 and the kernel applies the umask: the permissions of a plain open().
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -137,16 +171,66 @@ def write_atomic(path, content):
             continue
     try:
         with os.fdopen(fd, "wb") as file:
+            if fcntl is not None:  # held until the rename: marks the file as in use
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX)
             if mode is not None:
                 os.chmod(tmp_path, mode)
             file.write(content)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp_path, path)
+            try:
+                os.replace(tmp_path, path)
+            except FileNotFoundError:  # pragma: no cover - a race lost to remove_leftovers
+                if not tmp_path.exists() and path.parent.is_dir():
+                    return False
+                raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    return True
+
+
+def remove_leftovers(path):
+    """
+    Remove the temporary files that interrupted :func:`write_atomic` calls to `path` left in
+    its directory: regular files named exactly ``.<name of path>.<12 hex digits>.tmp`` that no
+    save in progress holds locked. Nothing else is touched; errors are ignored.
+
+    Returns
+    -------
+    removed : list of :class:`pathlib.Path`
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[0-9a-f]{12}\.tmp")
+    removed = []
+    try:
+        entries = [e for e in os.scandir(path.parent) if pattern.fullmatch(e.name)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and _remove_if_unlocked(entry.path):
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _remove_if_unlocked(name):
+    if fcntl is None:  # pragma: no cover - Windows refuses to delete a file a writer has open
+        os.unlink(name)
+        return True
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        os.unlink(name)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _fsync_directory(directory):
@@ -168,12 +252,13 @@ def _fsync_directory(directory):
 # ---------------------------------------------------------------------------
 
 
-def load_file(path, max_header_bytes=MAX_HEADER_BYTES):
+def load_file(path, max_header_bytes=None, max_entries=None):
     """
     Read a safetensors file written by :func:`save_file` (or by any safetensors writer).
 
     Everything is checked before any array is built: the 8-byte header length against
-    `max_header_bytes` and against the file size, the header's JSON, every entry's dtype
+    `max_header_bytes` and against the file size, the number of entries against
+    `max_entries`, the header's strict JSON (no ``NaN`` or ``Infinity``), every entry's dtype
     (float32, float64, int64, int32 or uint8 only), shape and byte offsets, and the
     nnscratch JSON header. Only then are the bytes handed to the safetensors library, whose
     own errors are also reported as :class:`ValueError`.
@@ -182,8 +267,10 @@ def load_file(path, max_header_bytes=MAX_HEADER_BYTES):
     ----------
     path : str or :class:`os.PathLike`
         The file.
-    max_header_bytes : int
-        Largest header length accepted. Default :data:`MAX_HEADER_BYTES` (100 MB).
+    max_header_bytes : int or None
+        Largest header length accepted. Default None: :data:`MAX_HEADER_BYTES` (16 MiB).
+    max_entries : int or None
+        Largest number of arrays accepted. Default None: :data:`MAX_ENTRIES` (16384).
 
     Returns
     -------
@@ -203,6 +290,8 @@ def load_file(path, max_header_bytes=MAX_HEADER_BYTES):
     from safetensors.numpy import load as _safetensors_load
 
     path = Path(path)
+    max_header_bytes = MAX_HEADER_BYTES if max_header_bytes is None else max_header_bytes
+    max_entries = MAX_ENTRIES if max_entries is None else max_entries
 
     def fail(message):
         return ValueError(f"{path}: not a valid safetensors file: {message}")
@@ -214,13 +303,15 @@ def load_file(path, max_header_bytes=MAX_HEADER_BYTES):
             raise fail(f"{len(prefix)} bytes, too short for the 8-byte header length (truncated or empty file)")
         header_length = int.from_bytes(prefix, "little")
         if header_length > max_header_bytes:
-            raise fail(f"header length {header_length} bytes exceeds the limit of {max_header_bytes} bytes")
+            raise fail(f"header length {header_length} bytes exceeds the limit of {max_header_bytes} bytes "
+                       "(if the file is genuine, pass load_file(..., max_header_bytes=...) or raise "
+                       "nnscratch.serialization.MAX_HEADER_BYTES)")
         if header_length > size - 8:
             raise fail(f"header length {header_length} bytes is larger than the rest of the file ({size - 8} bytes)")
         header_bytes = file.read(header_length)
         if len(header_bytes) != header_length:
             raise fail("the file changed while being read")
-        entries, metadata = _parse_header(header_bytes, size - 8 - header_length, fail)
+        entries, metadata = _parse_header(header_bytes, size - 8 - header_length, max_entries, fail)
         header = _parse_metadata(metadata, fail)
         data = file.read(size - 8 - header_length)
         if len(data) != size - 8 - header_length or file.read(1):
@@ -242,15 +333,27 @@ def load_file(path, max_header_bytes=MAX_HEADER_BYTES):
     return arrays, header
 
 
-def _parse_header(header_bytes, data_length, fail):
+_RAISE_ENTRIES = ("(if the file is genuine, pass load_file(..., max_entries=...) or raise "
+                  "nnscratch.serialization.MAX_ENTRIES)")
+
+
+def _parse_header(header_bytes, data_length, max_entries, fail):
     """Check the safetensors header; return ({name: (dtype, shape, (begin, end))}, metadata)."""
+    containers = header_bytes.count(b"[") + header_bytes.count(b"{")
+    allowed = _CONTAINERS_PER_ENTRY * max_entries + _CONTAINERS_SLACK
+    if containers > allowed:
+        raise fail(f"the header opens {containers} JSON objects or lists, more than the limit of {allowed} "
+                   f"that max_entries={max_entries} allows {_RAISE_ENTRIES}")
     try:
-        header = json.loads(header_bytes.decode("utf-8"))
+        header = _strict_json(header_bytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise fail(f"the header is not valid UTF-8 JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise fail(f"the header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop("__metadata__", None)
+    if len(header) > max_entries:
+        raise fail(f"the header lists {len(header)} arrays, more than the limit of max_entries={max_entries} "
+                   f"{_RAISE_ENTRIES}")
     entries = {}
     for name, entry in header.items():
         where = f"tensor {name!r}"
@@ -286,12 +389,21 @@ def _parse_metadata(metadata, fail):
     if text is None:
         return {}
     try:
-        header = json.loads(text)
+        header = _strict_json(text)
     except (ValueError, RecursionError) as exc:
         raise fail(f"the nnscratch header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise fail(f"the nnscratch header is a JSON {type(header).__name__}, expected an object")
     return header
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not strict JSON (JSON has no NaN or infinity)")
+
+
+def _strict_json(text):
+    """``json.loads`` without Python's extensions ``NaN``, ``Infinity`` and ``-Infinity``."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _is_int(value):

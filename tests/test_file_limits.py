@@ -112,3 +112,120 @@ def test_load_mnist_checks_the_known_sizes_before_reading(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: IDX header declares dimensions "
                                          r"\(60001, 28, 28\), expected \(60000, 28, 28\)"):
         data.load_mnist(root=tmp_path, download=False)
+
+
+# ----------------------------------------------------------------------------- safetensors header (items 11c, 11d)
+
+def safetensors_file(path, header, data=b""):
+    """A safetensors file with the given header text (str or dict) and data bytes."""
+    text = header if isinstance(header, str) else json.dumps(header)
+    path.write_bytes(len(text.encode()).to_bytes(8, "little") + text.encode() + data)
+    return path
+
+
+ONE_TENSOR = '"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}'
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_load_file_refuses_nan_and_infinity_in_the_json_header(tmp_path, literal):
+    """Python's json accepts these non-standard literals; a safetensors header must be strict JSON."""
+    metadata = json.dumps({"nnscratch": '{"lr": %s}' % literal})
+    for where, text in [("nnscratch header", "{%s, \"__metadata__\": %s}" % (ONE_TENSOR, metadata)),
+                        ("outer header", '{%s, "b": {"dtype": "F32", "shape": [%s], "data_offsets": [0, 0]}}'
+                         % (ONE_TENSOR, literal))]:
+        path = safetensors_file(tmp_path / "nan.safetensors", text, bytes(4))
+        with pytest.raises(ValueError) as info:
+            serialization.load_file(path)
+        message = str(info.value)
+        assert str(path) in message and literal in message and "not strict JSON" in message, (where, message)
+
+
+def many_empty_tensors(path, count):
+    return safetensors_file(path, {f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+                                   for i in range(count)})
+
+
+def test_load_file_bounds_the_number_of_entries(tmp_path, monkeypatch):
+    """1M empty tensors took 26 s and 2.2 GB to load; the count is now checked first against
+    MAX_ENTRIES (monkeypatched small here), which the caller can raise."""
+    path = many_empty_tensors(tmp_path / "many.safetensors", 101)
+    monkeypatch.setattr(serialization, "MAX_ENTRIES", 100)
+    with pytest.raises(ValueError) as info:
+        serialization.load_file(path)
+    message = str(info.value)
+    assert str(path) in message and "101 arrays" in message and "max_entries=100" in message
+    assert len(serialization.load_file(path, max_entries=101)[0]) == 101
+
+
+def test_load_file_counts_json_containers_before_parsing(tmp_path, monkeypatch):
+    """A header of 2-byte empty lists would cost ~35 times its size once parsed: the number of
+    '[' and '{' is bounded (4 per allowed entry + slack) before json.loads runs."""
+    monkeypatch.setattr(serialization, "_CONTAINERS_SLACK", 10)
+    path = safetensors_file(tmp_path / "lists.safetensors", '{"x": [' + ",".join(["[]"] * 100) + "]}")
+    monkeypatch.setattr(serialization.json, "loads", lambda *a, **k: pytest.fail("the header was parsed"))
+    with pytest.raises(ValueError) as info:
+        serialization.load_file(path, max_entries=5)
+    message = str(info.value)
+    assert str(path) in message and "102 JSON objects or lists" in message and "limit of 30" in message
+
+
+def test_load_file_header_limit_defaults_to_max_header_bytes(tmp_path, monkeypatch):
+    path = safetensors_file(tmp_path / "big.safetensors", "{%s}" % ONE_TENSOR, bytes(4))
+    size = len("{%s}" % ONE_TENSOR)
+    monkeypatch.setattr(serialization, "MAX_HEADER_BYTES", size - 1)
+    with pytest.raises(ValueError, match=f"header length {size} bytes exceeds the limit of {size - 1} bytes"):
+        serialization.load_file(path)
+    assert serialization.load_file(path, max_header_bytes=size)[0]["a"].shape == (1,)
+
+
+# ----------------------------------------------------------------------------- leftovers of interrupted saves (item 9)
+
+LEFTOVER = ".w.safetensors.0123456789ab.tmp"
+UNRELATED = [".w.safetensors.tmp", ".other.safetensors.0123456789ab.tmp", ".w.safetensors.0123456789AB.tmp",
+             ".w.safetensors.0123456789ab.tmp.bak", "x.w.safetensors.0123456789ab.tmp",
+             ".w.safetensors.0123456789abc.tmp", ".w.safetensors.x.0123456789ab.tmp", "w.safetensors.0123456789ab.tmp",
+             ".v.safetensors.0123456789ab.tmp"]
+
+
+def test_save_removes_only_the_leftovers_of_the_same_path(tmp_path):
+    for name in [LEFTOVER, ".w.safetensors.fedcba987654.tmp"] + UNRELATED:
+        (tmp_path / name).write_bytes(b"junk")
+    (tmp_path / ".w.safetensors.00000000000a.tmp").mkdir()  # a directory: not ours
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"keep")
+    (tmp_path / ".w.safetensors.00000000000b.tmp").symlink_to(outside)  # a symlink: not ours
+    serialization.save_file(tmp_path / "w.safetensors", {"a": np.ones(2, np.float32)})
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert LEFTOVER not in left and ".w.safetensors.fedcba987654.tmp" not in left
+    assert set(UNRELATED) <= set(left), sorted(set(UNRELATED) - set(left))
+    assert ".w.safetensors.00000000000a.tmp" in left and ".w.safetensors.00000000000b.tmp" in left
+    assert outside.read_bytes() == b"keep"
+    assert serialization.load_file(tmp_path / "w.safetensors")[0]["a"].tolist() == [1.0, 1.0]
+
+
+def test_a_killed_save_leaves_a_leftover_that_the_next_save_removes(tmp_path):
+    """A real interruption: the saving process dies (os._exit) after writing, before the rename."""
+    import subprocess
+    import sys
+    target = tmp_path / "w.safetensors"
+    code = ("import os, sys, numpy as np\nfrom nnscratch import serialization\n"
+            "os.fsync = lambda fd: os._exit(3)\n"
+            "serialization.save_file(sys.argv[1], {'a': np.ones(3, np.float32)})\n")
+    result = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert len(leftovers) == 1 and re.fullmatch(r"\.w\.safetensors\.[0-9a-f]{12}\.tmp", leftovers[0]), leftovers
+    serialization.save_file(target, {"a": np.zeros(3, np.float32)})
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+@pytest.mark.skipif(serialization.fcntl is None, reason="locks are POSIX flock")
+def test_a_temporary_file_of_a_save_in_progress_is_kept(tmp_path):
+    """Two processes saving to one path: one must not delete the other's temporary file."""
+    busy = tmp_path / LEFTOVER
+    with open(busy, "wb") as file:
+        serialization.fcntl.flock(file.fileno(), serialization.fcntl.LOCK_EX)
+        assert serialization.remove_leftovers(tmp_path / "w.safetensors") == []
+        assert busy.exists()
+    assert serialization.remove_leftovers(tmp_path / "w.safetensors") == [busy]
+    assert not busy.exists()
