@@ -7,6 +7,8 @@ needs: the number of epochs completed, the :class:`~nnscratch.History`, the opti
 hyper-parameters, the state of the library's random generator and of every layer's own
 generator, and the training loader's epoch counter (which fixes its shuffle order).
 """
+import re
+
 import numpy as np
 
 from . import rng as _rng
@@ -16,7 +18,19 @@ from .history import History
 CHECKPOINT_FORMAT = "nnscratch.checkpoint"
 CHECKPOINT_VERSION = 1
 
-__all__ = ["load_checkpoint", "save_checkpoint", "set_generator_state"]
+MAX_EPOCH = 1_000_000
+"""Largest ``epoch`` a checkpoint may hold (a resumed :func:`nnscratch.fit` runs up to it)."""
+MAX_LOADER_EPOCH = 2**62
+"""Largest ``train_loader_epoch`` (the loader's own count of passes, which seeds its shuffle)."""
+MAX_ENTRIES = 100_000
+"""Most optimizer parameter groups, per-parameter states or list items a checkpoint may hold."""
+
+_REQUIRED = {"format", "format_version", "epoch", "rng"}
+_OPTIONAL = {"history", "optimizer", "train_loader_epoch"}
+_INDEX = re.compile(r"[0-9]{1,9}")
+_INDEXED = re.compile(r"[0-9]{1,9}\.[A-Za-z_][A-Za-z0-9_]{0,99}")
+
+__all__ = ["find_diverged_parameter", "load_checkpoint", "save_checkpoint", "set_generator_state"]
 
 
 def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader=None):
@@ -28,6 +42,12 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
     history, the optimizer's param groups and non-array state, the library generator's state
     and each module's own generator state (keyed by module name), and the loader's epoch.
     """
+    epoch = _check_count(int(epoch) if isinstance(epoch, np.integer) else epoch, MAX_EPOCH, f"save_checkpoint({str(path)!r}): epoch")
+    generators = {"the library generator": _rng.default_generator(), **_module_generators(model)}
+    for name, generator in generators.items():
+        if type(generator.bit_generator) not in _rng.BIT_GENERATORS.values():
+            raise ValueError(f"save_checkpoint({str(path)!r}): {name} uses a {type(generator.bit_generator).__name__} "
+                             f"bit generator; a checkpoint can restore only {', '.join(_rng.BIT_GENERATORS)}")
     arrays = {f"model.{name}": param.data for name, param in model.named_parameters()}
     optimizer_header = None
     if optimizer is not None:
@@ -47,12 +67,12 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
     header = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
-        "epoch": int(epoch),
+        "epoch": epoch,
         "history": (history or History()).as_dict(),
         "optimizer": optimizer_header,
         "rng": {
-            "default": _to_json(_rng.default_generator().bit_generator.state),
-            "modules": {name: _to_json(generator.bit_generator.state)
+            "default": _rng.state_to_json(_rng.default_generator().bit_generator.state),
+            "modules": {name: _rng.state_to_json(generator.bit_generator.state)
                         for name, generator in _module_generators(model).items()},
         },
         "train_loader_epoch": _loader_epoch(train_loader),
@@ -60,58 +80,177 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
     serialization.save_file(path, arrays, header)
 
 
-def load_checkpoint(path, model, optimizer=None, train_loader=None):
+def load_checkpoint(path, model, optimizer=None, train_loader=None, *, max_header_bytes=None):
     """
     Restore a :func:`save_checkpoint` file into `model` (and `optimizer`, `train_loader`, the
-    random generators); return ``(epoch, history)``. The model must have the same parameter
-    names and shapes, the optimizer the same parameter groups.
-    """
-    arrays, header = serialization.load_file(path)
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an nnscratch checkpoint (header format {header.get('format')!r})")
-    if header.get("format_version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint format version {header.get('format_version')!r}, "
-                         f"this nnscratch reads version {CHECKPOINT_VERSION}")
+    random generators); return ``(epoch, history)``.
 
-    model_state, optimizer_state = {}, {}
+    The file is checked completely before anything changes, and then everything changes at once
+    (or, should a step still fail, is put back), so a refused file leaves the model, optimizer,
+    loader and generators exactly as they were. Checked: the arrays against the model (the same
+    parameter names, shapes and dtypes) and the optimizer; every header entry against its schema
+    (``epoch`` an int in [0, :data:`MAX_EPOCH`], the history, the optimizer's hyper-parameters,
+    each generator state: one of :data:`nnscratch.rng.BIT_GENERATORS`, with that class's fields,
+    ranges and array sizes). A ``ValueError`` names the file, the entry, the value found and what
+    was expected. `max_header_bytes` caps the JSON header (default: that of
+    :func:`nnscratch.serialization.load_file`); a very long history may need it raised.
+    """
+    limits = {} if max_header_bytes is None else {"max_header_bytes": max_header_bytes}
+    arrays, header = serialization.load_file(path, **limits)
+    plan = _checked_plan(path, arrays, header, model, optimizer)
+    _apply(path, plan, model, optimizer, train_loader)
+    return plan["epoch"], plan["history"]
+
+
+def _checked_plan(path, arrays, header, model, optimizer):
+    """Check the whole checkpoint against the objects it will restore; return what to set."""
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an nnscratch checkpoint (header format {_short(header.get('format'))})")
+    if header.get("format_version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {_short(header.get('format_version'))}, "
+                         f"this nnscratch reads version {CHECKPOINT_VERSION}")
+    _check_keys(header, _REQUIRED, _REQUIRED | _OPTIONAL, f"{path}: the checkpoint header")
+    epoch = _check_count(header["epoch"], MAX_EPOCH, f"{path}: epoch")
+    loader_epoch = header.get("train_loader_epoch")
+    if loader_epoch is not None:
+        loader_epoch = _check_count(loader_epoch, MAX_LOADER_EPOCH, f"{path}: train_loader_epoch")
+    saved_history = header.get("history")
+    history = History.from_dict({} if saved_history is None else saved_history, where=f"{path}: history")
+
+    model_state, optimizer_arrays = _split_arrays(path, arrays, model)
+    optimizer_state = None
+    if optimizer is not None:
+        optimizer_state = _optimizer_state(path, header.get("optimizer"), optimizer_arrays, optimizer)
+    generators = _generator_plan(path, header["rng"], model)
+    return {"epoch": epoch, "history": history, "model": model_state, "optimizer": optimizer_state,
+            "generators": generators, "loader_epoch": loader_epoch}
+
+
+def _split_arrays(path, arrays, model):
+    """({parameter name: array}, {(index, name): array}), each array checked against the model."""
+    params = dict(model.named_parameters())
+    model_state, optimizer_arrays, problems = {}, {}, []
     for key, array in arrays.items():
         kind, _, rest = key.partition(".")
-        if kind == "model":
+        if kind == "model" and rest in params:
+            if array.shape != params[rest].shape or array.dtype != params[rest].dtype:
+                problems.append(f"{key} is {array.dtype} {array.shape}, the model's parameter is "
+                                f"{params[rest].dtype} {params[rest].shape}")
             model_state[rest] = array
-        elif kind == "optimizer":
+        elif kind == "optimizer" and _INDEXED.fullmatch(rest):
             index, _, name = rest.partition(".")
-            optimizer_state.setdefault(int(index), {})[name] = array
+            optimizer_arrays[int(index), name] = array
+        elif kind == "model":
+            problems.append(f"{_short(key)} is not a parameter of the model")
         else:
-            raise ValueError(f"{path}: unexpected array {key!r} in a checkpoint")
-    model.load_state_dict(model_state)
+            problems.append(f"unexpected array {_short(key)}")
+    missing = [f"model.{name}" for name in params if name not in model_state]
+    if missing:
+        problems.append(f"missing arrays {missing[:10]} (the model's parameters)")
+    if problems:
+        raise ValueError(f"{path}: the checkpoint does not match the model (load_state_dict): "
+                         + "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else ""))
+    return model_state, optimizer_arrays
 
-    if optimizer is not None:
-        saved = header.get("optimizer")
-        if saved is None:
-            raise ValueError(f"{path}: the checkpoint holds no optimizer state")
-        if saved["class"] != type(optimizer).__name__:
-            raise ValueError(f"{path}: the checkpoint holds a {saved['class']} state, "
-                             f"the optimizer is a {type(optimizer).__name__}")
-        for index, scalars in saved.get("state", {}).items():
-            optimizer_state.setdefault(int(index), {}).update(_from_json(scalars))
-        optimizer.load_state_dict({"param_groups": _from_json(saved["param_groups"]), "state": optimizer_state})
 
-    set_generator_state(_rng.default_generator(), _from_json(header["rng"]["default"]))
-    generators = _module_generators(model)
-    for name, state in header["rng"]["modules"].items():
-        state = _from_json(state)
-        module = dict(model.named_modules()).get(name)
-        if module is None:
-            raise ValueError(f"{path}: the checkpoint has a generator for module {name!r}, which the model lacks")
-        if name not in generators:  # the fresh model draws from the library generator: give it its own
-            module.generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
-            generators[name] = module.generator
-        set_generator_state(generators[name], state)
+def _optimizer_state(path, saved, arrays, optimizer):
+    """The ``state_dict`` to give `optimizer`, from the header's plain JSON and the arrays."""
+    where = f"{path}: optimizer"
+    if saved is None:
+        raise ValueError(f"{where}: the checkpoint holds no optimizer state")
+    _check_keys(saved, {"class", "param_groups", "state"}, {"class", "param_groups", "state"}, where)
+    if saved["class"] != type(optimizer).__name__:
+        raise ValueError(f"{where}: the checkpoint holds a {_short(saved['class'])} state, "
+                         f"the optimizer is a {type(optimizer).__name__}")
+    groups = saved["param_groups"]
+    if not isinstance(groups, list) or len(groups) > MAX_ENTRIES or not all(isinstance(g, dict) for g in groups):
+        raise ValueError(f"{where}: param_groups must be a list of at most {MAX_ENTRIES} objects")
+    groups = [{key: _plain(value, f"{where}.param_groups[{i}].{key}") for key, value in group.items()}
+              for i, group in enumerate(groups)]
+    scalars = saved["state"]
+    if not isinstance(scalars, dict) or len(scalars) > MAX_ENTRIES:
+        raise ValueError(f"{where}: state must be an object of at most {MAX_ENTRIES} entries")
+    state = {}
+    for index, values in scalars.items():
+        if not _INDEX.fullmatch(index) or not isinstance(values, dict):
+            raise ValueError(f"{where}: state entry {_short(index)} must be a parameter index with an object")
+        state.setdefault(int(index), {}).update(
+            {key: _plain(value, f"{where}.state.{index}.{key}") for key, value in values.items()})
+    for (index, name), array in arrays.items():
+        state.setdefault(index, {})[name] = array
+    return {"param_groups": groups, "state": state}
 
-    loader_epoch = header.get("train_loader_epoch")
-    if loader_epoch is not None and hasattr(train_loader, "set_epoch"):
-        train_loader.set_epoch(loader_epoch)
-    return int(header["epoch"]), History.from_dict(header.get("history") or {})
+
+def _generator_plan(path, saved, model):
+    """[(generator or None, module or None, bit generator class, state)] for every saved state."""
+    _check_keys(saved, {"default", "modules"}, {"default", "modules"}, f"{path}: rng")
+    default = _rng.default_generator()
+    cls, state = _rng.state_from_json(saved["default"], f"{path}: rng.default",
+                                      expected=type(default.bit_generator))
+    plan = [(default, None, cls, state)]
+    if not isinstance(saved["modules"], dict):
+        raise ValueError(f"{path}: rng.modules must be an object, got {type(saved['modules']).__name__}")
+    modules, generators = dict(model.named_modules()), _module_generators(model)
+    for name, data in saved["modules"].items():
+        if name not in modules:
+            raise ValueError(f"{path}: the checkpoint has a generator for module {_short(name)}, which the model lacks")
+        generator = generators.get(name)
+        if generator is None and not hasattr(modules[name], "generator"):
+            raise ValueError(f"{path}: the checkpoint has a generator for module {name!r}, a "
+                             f"{type(modules[name]).__name__}, which draws from none")
+        expected = None if generator is None else type(generator.bit_generator)
+        cls, state = _rng.state_from_json(data, f"{path}: rng.modules[{name!r}]", expected=expected)
+        plan.append((generator, modules[name], cls, state))
+    return plan
+
+
+def _apply(path, plan, model, optimizer, train_loader):
+    """Set everything `plan` holds; if any step fails, put back what was set and re-raise."""
+    old_params = {name: param.data for name, param in model.named_parameters()}
+    old_optimizer = optimizer.state_dict() if plan["optimizer"] is not None else None
+    old_generators = [(generator, module, getattr(module, "generator", None),
+                       None if generator is None else generator.bit_generator.state)
+                      for generator, module, _, _ in plan["generators"]]
+    old_loader_epoch = getattr(train_loader, "epoch", None)
+    try:
+        if old_optimizer is not None:
+            try:  # first, so that when the optimizer refuses its state (after checking it all) nothing has changed
+                optimizer.load_state_dict(plan["optimizer"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(f"{path}: the optimizer refuses the checkpoint's state: {exc}") from exc
+        model.load_state_dict(plan["model"])
+        for generator, module, cls, state in plan["generators"]:
+            if generator is None:  # the fresh model draws from the library generator: give it its own
+                generator = module.generator = np.random.Generator(cls(0))
+            set_generator_state(generator, state)
+        if plan["loader_epoch"] is not None and hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(plan["loader_epoch"])
+    except BaseException:
+        for name, param in model.named_parameters():
+            param.data = old_params[name]
+        if old_optimizer is not None:
+            optimizer.load_state_dict(old_optimizer)
+        for generator, module, module_generator, state in old_generators:
+            if generator is None:
+                module.generator = module_generator
+            else:
+                set_generator_state(generator, state)
+        if hasattr(train_loader, "epoch"):
+            train_loader.epoch = old_loader_epoch
+        raise
+
+
+def find_diverged_parameter(model, max_abs):
+    """``(name, largest |value|)`` of the first parameter of `model` holding a NaN, an infinity or a
+    value of magnitude above `max_abs` (``None``: no magnitude limit), or ``None`` when all are
+    sound. :func:`nnscratch.fit` asks this before writing a checkpoint."""
+    for name, param in model.named_parameters():
+        if param.data.size == 0:
+            continue
+        largest = float(np.max(np.abs(param.data)))  # NaN if any value is NaN
+        if not np.isfinite(largest) or (max_abs is not None and largest > max_abs):
+            return name, largest
+    return None
 
 
 def set_generator_state(generator, state):
@@ -136,23 +275,44 @@ def _loader_epoch(loader):
 
 
 def _to_json(value):
-    """NumPy scalars and arrays (e.g. an MT19937 key) to JSON; arrays become tagged objects."""
+    """NumPy scalars to plain JSON numbers, recursively (the optimizer's hyper-parameters)."""
     if isinstance(value, dict):
         return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
     if isinstance(value, np.generic):
         return value.item()
     return value
 
 
-def _from_json(value):
-    if isinstance(value, dict):
-        if set(value) == {"__ndarray__", "dtype"}:
-            return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
-        return {k: _from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json(v) for v in value]
+def _check_keys(data, required, allowed, where):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}")
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - allowed)
+    if missing or unknown:
+        raise ValueError(f"{where}: " + "; ".join(
+            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {_short(unknown)}"] if unknown else [])))
+
+
+def _check_count(value, limit, where):
+    """An int in [0, limit] (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"{where} must be an integer in [0, {limit}], got {_short(value)}")
     return value
+
+
+def _plain(value, where):
+    """A JSON scalar (number, bool, null, short string) or a list of at most MAX_ENTRIES ints."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and len(value) <= 100:
+        return value
+    if (isinstance(value, list) and len(value) <= MAX_ENTRIES
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return value
+    raise ValueError(f"{where}: expected a number, a bool, a short string or a list of ints, got {_short(value)}")
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -60,17 +60,62 @@ class History:
         return result
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data, where="History.from_dict"):
         """Inverse of :meth:`as_dict` (``None`` comes back as NaN). A dict saved before
-        ``batch_loss`` and ``epoch_batches`` existed gives them empty."""
+        ``batch_loss`` and ``epoch_batches`` existed gives them empty.
+
+        `data` is checked first, as it may come from a file (`where` names it in the errors):
+        the keys of :meth:`as_dict` only; lists of at most :data:`MAX_ENTRIES` numbers (or
+        ``None``), ``epoch_batches`` of non-negative ints summing to ``len(batch_loss)``, and a
+        ``total_time`` >= 0. A ``ValueError`` says which entry is wrong otherwise."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: a history must be a JSON object, got {type(data).__name__}")
         floats = cls.LISTS + ("batch_loss",)
         unknown = set(data) - set(floats) - {"epoch_batches", "total_time"}
         if unknown:
-            raise ValueError(f"History.from_dict: unknown keys {sorted(unknown)}")
-        lists = {name: [math.nan if v is None else float(v) for v in data.get(name, [])] for name in floats}
-        total = data.get("total_time", 0.0)
-        return cls(**lists, epoch_batches=[int(n) for n in data.get("epoch_batches", [])],
-                   total_time=math.nan if total is None else float(total))
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)[:10]}")
+        lists = {name: [_read_float(v, f"{where}: {name}[{i}]") for i, v in enumerate(_read_list(data, name, where))]
+                 for name in floats}
+        epoch_batches = [_read_count(n, f"{where}: epoch_batches[{i}]")
+                         for i, n in enumerate(_read_list(data, "epoch_batches", where))]
+        if epoch_batches and sum(epoch_batches) != len(lists["batch_loss"]):
+            raise ValueError(f"{where}: epoch_batches sum to {sum(epoch_batches)} steps but batch_loss holds "
+                             f"{len(lists['batch_loss'])}")
+        total = _read_float(data.get("total_time", 0.0), f"{where}: total_time")
+        if total < 0:
+            raise ValueError(f"{where}: total_time must be >= 0, got {total}")
+        return cls(**lists, epoch_batches=epoch_batches, total_time=total)
+
+
+MAX_ENTRIES = 10_000_000
+"""Longest list :meth:`History.from_dict` accepts (ten million steps: 160 days of 1 ms steps)."""
+
+
+def _read_list(data, name, where):
+    values = data.get(name, [])
+    if not isinstance(values, list):
+        raise ValueError(f"{where}: {name} must be a list, got {type(values).__name__}")
+    if len(values) > MAX_ENTRIES:
+        raise ValueError(f"{where}: {name} has {len(values)} entries, more than the limit of {MAX_ENTRIES}")
+    return values
+
+
+def _read_float(value, where):
+    """A number (or ``None``, meaning NaN) as a float; booleans, strings and the like are refused."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: expected a number or null, got {type(value).__name__} {str(value)[:40]!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{where}: {str(value)[:40]}... is too large for a float") from None
+
+
+def _read_count(value, where):
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
+        raise ValueError(f"{where}: expected an integer in [0, 2**53], got {str(value)[:40]!r}")
+    return value
 
 
 def _json_float(value):

@@ -1,4 +1,7 @@
 """``SGD``: gradient descent of seed 3.3.4, ``θ ← θ - η ∇L(θ)``, with PyTorch's momentum update."""
+import math
+import numbers
+
 import numpy as np
 
 from . import ops
@@ -53,12 +56,24 @@ class SGD:
         self.param_groups.append(group)
 
     @staticmethod
-    def _check_group(group):
-        if group["lr"] < 0 or group["momentum"] < 0 or group["weight_decay"] < 0:
-            raise ValueError(f"SGD: lr, momentum and weight_decay must be >= 0, got {group['lr']}, "
-                             f"{group['momentum']}, {group['weight_decay']}")
+    def _check_group(group, where="SGD"):
+        """Refuse hyper-parameters SGD cannot use: lr and weight_decay finite and >= 0, momentum in
+        [0, 1) (at 1 or above the momentum buffer grows without bound), dampening in [0, 1],
+        nesterov a bool (and then momentum > 0, dampening 0)."""
+        for name, low, high, closed in (("lr", 0.0, math.inf, False), ("momentum", 0.0, 1.0, False),
+                                        ("dampening", 0.0, 1.0, True), ("weight_decay", 0.0, math.inf, False)):
+            value = group[name]
+            if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{where}: {name} must be a real number, got {type(value).__name__} {value!r:.40}")
+            inside = low <= value <= high if closed else low <= value < high
+            if not inside:
+                interval = f"[{low:g}, {high:g}]" if closed else f"[{low:g}, {high:g})"
+                raise ValueError(f"{where}: {name} must lie in {interval}, got {value} (lr, momentum and "
+                                 "weight_decay must be >= 0, momentum < 1, dampening in [0, 1])")
+        if not isinstance(group["nesterov"], (bool, np.bool_)):
+            raise ValueError(f"{where}: nesterov must be True or False, got {group['nesterov']!r:.40}")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
+            raise ValueError(f"{where}: nesterov momentum requires momentum > 0 and dampening = 0")
 
     def parameters(self):
         return (param for group in self.param_groups for param in group["params"])
@@ -103,21 +118,50 @@ class SGD:
         return {"param_groups": groups, "state": state}
 
     def load_state_dict(self, state_dict):
-        """Restore what :meth:`state_dict` returned, onto the same parameters in the same order."""
-        groups = state_dict["param_groups"]
-        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
-            raise ValueError("SGD.load_state_dict: the saved parameter groups do not match this optimizer's")
+        """Restore what :meth:`state_dict` returned, onto the same parameters in the same order.
+
+        Everything is checked before anything changes (so a refused state leaves the optimizer as
+        it was): the groups' sizes and parameter positions, each hyper-parameter (as the
+        constructor checks them), and each momentum buffer's position, shape and dtype (floating)."""
+        where = "SGD.load_state_dict"
+        if not isinstance(state_dict, dict) or set(state_dict) != {"param_groups", "state"}:
+            raise ValueError(f"{where}: expected a dict with the keys 'param_groups' and 'state'")
+        groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise ValueError(f"{where}: param_groups must be a list of dicts")
+        position, hyper = 0, []
+        for i, (group, saved) in enumerate(zip(self.param_groups, groups)):
+            expected = list(range(position, position + len(group["params"])))
+            position += len(group["params"])
+            if saved.get("params") != expected or set(saved) != {"params", *self.DEFAULTS}:
+                break
+            values = {k: saved[k] for k in self.DEFAULTS}
+            self._check_group(values, f"{where}: group {i}")
+            hyper.append(values)
+        if len(hyper) != len(self.param_groups) or len(groups) != len(self.param_groups):
+            raise ValueError(f"{where}: the saved parameter groups do not match this optimizer's (expected "
+                             f"{len(self.param_groups)} groups of {[len(g['params']) for g in self.param_groups]} "
+                             f"parameters, keys params, {', '.join(self.DEFAULTS)})")
         params = list(self.parameters())
-        for group, saved in zip(self.param_groups, groups):
-            group.update({k: saved[k] for k in self.DEFAULTS})
-        self.state = {}
-        for index, saved in state_dict["state"].items():
-            param = params[int(index)]
-            buffer = np.asarray(saved["momentum_buffer"])
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"{where}: state must be a dict, got {type(saved_state).__name__}")
+        buffers = {}
+        for index, saved in saved_state.items():
+            if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(params):
+                raise ValueError(f"{where}: state index {index!r:.40} is not a parameter position 0..{len(params) - 1}")
+            if not isinstance(saved, dict) or set(saved) != {"momentum_buffer"}:
+                raise ValueError(f"{where}: state {index} must hold exactly a 'momentum_buffer'")
+            param, buffer = params[index], saved["momentum_buffer"]
+            if not isinstance(buffer, np.ndarray) or buffer.dtype.kind != "f":
+                raise ValueError(f"{where}: momentum buffer {index} must be a floating-point array, got "
+                                 f"{getattr(buffer, 'dtype', type(buffer).__name__)}")
             if buffer.shape != param.shape:
-                raise ValueError(f"SGD.load_state_dict: momentum buffer {index} has shape {buffer.shape}, "
+                raise ValueError(f"{where}: momentum buffer {index} has shape {buffer.shape}, "
                                  f"parameter has {param.shape}")
-            self.state[id(param)] = {"momentum_buffer": buffer.astype(param.dtype, copy=True)}
+            buffers[id(param)] = {"momentum_buffer": buffer.astype(param.dtype, copy=True)}
+        for group, values in zip(self.param_groups, hyper):
+            group.update(values)
+        self.state = buffers
 
     def __repr__(self):
         lines = [f"SGD ({len(self.param_groups)} group{'s' * (len(self.param_groups) != 1)})"]

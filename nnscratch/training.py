@@ -30,12 +30,12 @@ import time
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint, set_generator_state
+from .checkpoint import find_diverged_parameter, load_checkpoint, save_checkpoint, set_generator_state
 from .history import History
 
 __all__ = [
-    "History", "TrainingDivergedError", "evaluate", "fit", "in_jupyter_kernel", "load_checkpoint", "predict",
-    "predict_proba", "save_checkpoint", "set_generator_state", "show_progress_by_default",
+    "History", "ParametersDivergedError", "TrainingDivergedError", "evaluate", "fit", "in_jupyter_kernel",
+    "load_checkpoint", "predict", "predict_proba", "save_checkpoint", "set_generator_state", "show_progress_by_default",
 ]
 
 
@@ -55,13 +55,31 @@ class TrainingDivergedError(FloatingPointError):
         )
 
 
+class ParametersDivergedError(TrainingDivergedError):
+    """The parameters diverged although every batch's loss was finite: at the end of epoch
+    ``epoch`` the parameter ``parameter`` holds a NaN or an infinity, or a value of magnitude
+    ``largest`` above ``fit(max_param_abs=...)``. Raised before that epoch's checkpoint is written,
+    so the checkpoint file keeps the last good epoch (``batch`` and ``loss`` are ``None``).
+    """
+
+    def __init__(self, epoch, parameter, largest, limit, checkpoint):
+        self.epoch, self.batch, self.loss = epoch, None, None
+        self.parameter, self.largest, self.limit = parameter, largest, limit
+        found = ("holds NaN or infinite values" if not math.isfinite(largest)
+                 else f"reached |value| = {largest:.3g}, above the limit max_param_abs={limit:g}")
+        FloatingPointError.__init__(
+            self, f"training diverged: after epoch {epoch} the parameter {parameter} {found}. The checkpoint "
+            f"{str(checkpoint)!r} was not overwritten and still holds the last good epoch; resume from it with a "
+            f"lower learning rate (or check the inputs), or raise max_param_abs if such values are expected")
+
+
 # ---------------------------------------------------------------------------
 # fit
 # ---------------------------------------------------------------------------
 
 
 def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, checkpoint=None,
-        resume=None, progress=None, log_every=None, callback=None):
+        resume=None, progress=None, log_every=None, callback=None, max_param_abs=1e6):
     """
     Train `model` until `epochs` epochs are completed; return the :class:`History`.
 
@@ -87,6 +105,14 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
     resume : str or path, optional
         A checkpoint to continue from: restores the parameters, optimizer state, history,
         random generator states and the loader's epoch counter (may equal `checkpoint`).
+    max_param_abs : float or None
+        Before writing a checkpoint, the parameters are checked: one holding a NaN or an infinity,
+        or a value of magnitude above `max_param_abs`, means the run has diverged (one extreme
+        batch can blow the weights up to ~1e12 while the loss stays finite), and
+        :class:`ParametersDivergedError` is raised instead of overwriting the last good
+        checkpoint. The default 1e6 is far above the weights of a healthy network on normalized
+        inputs (of order 1); raise it, or pass ``None`` to check only for NaN and infinity, for
+        models whose weights are legitimately large (e.g. regression on unscaled targets).
     progress : bool or None
         A tqdm progress bar per epoch (loss, accuracy, samples/s); in a Jupyter kernel tqdm's
         notebook bar (``tqdm.auto``). ``None`` (default): when stderr is a terminal or inside a
@@ -106,7 +132,9 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
     Raises
     ------
     TrainingDivergedError
-        The loss became NaN or infinite; the message names the epoch and batch.
+        The loss became NaN or infinite; the message names the epoch and batch. Its subclass
+        :class:`ParametersDivergedError`: with a `checkpoint`, the parameters became non-finite or
+        exceeded `max_param_abs` by the end of an epoch (that epoch's checkpoint is not written).
     ValueError
         A trainable parameter of the model is in no parameter group of the optimizer (it
         would never train: typically an optimizer built before ``transfer.replace_head``).
@@ -117,6 +145,8 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
         raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
     if log_every is not None and int(log_every) < 1:
         raise ValueError(f"fit: log_every must be a positive integer or None, got {log_every}")
+    if max_param_abs is not None and not (isinstance(max_param_abs, numbers.Real) and max_param_abs > 0):
+        raise ValueError(f"fit: max_param_abs must be a positive number or None, got {max_param_abs!r}")
     show = show_progress_by_default() if progress is None else bool(progress)
     _check_optimizer_holds_the_trainable_parameters(model, optimizer)
 
@@ -141,6 +171,9 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
         history.total_time += now - started
         started = now
         if checkpoint is not None:
+            diverged = find_diverged_parameter(model, max_param_abs)
+            if diverged is not None:
+                raise ParametersDivergedError(epoch, *diverged, max_param_abs, checkpoint)
             save_checkpoint(checkpoint, model, optimizer, epoch=epoch, history=history, train_loader=train_loader)
         if callback is not None and callback(epoch, history) is True:
             break
