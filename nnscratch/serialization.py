@@ -360,7 +360,7 @@ def _parse_header(header_bytes, data_length, max_entries, fail):
         if not isinstance(entry, dict):
             raise fail(f"{where}: entry is not a JSON object")
         dtype_name = entry.get("dtype")
-        if dtype_name not in DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
             raise fail(f"{where}: unsupported dtype {dtype_name!r}; supported: {', '.join(DTYPES)} ({_ALLOWED})")
         shape = entry.get("shape")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):

@@ -140,6 +140,17 @@ def test_load_file_refuses_nan_and_infinity_in_the_json_header(tmp_path, literal
         assert str(path) in message and literal in message and "not strict JSON" in message, (where, message)
 
 
+@pytest.mark.parametrize("dtype", [["F32"], {"F32": 1}, 32, None])
+def test_load_file_refuses_a_dtype_that_is_not_a_string(tmp_path, dtype):
+    """Found by tests/fuzz_files.py: a list as dtype raised TypeError "unhashable type: 'list'"
+    without naming the file."""
+    path = safetensors_file(tmp_path / "dtype.safetensors",
+                            {"a": {"dtype": dtype, "shape": [1], "data_offsets": [0, 4]}}, bytes(4))
+    with pytest.raises(ValueError, match="unsupported dtype") as info:
+        serialization.load_file(path)
+    assert str(path) in str(info.value)
+
+
 def many_empty_tensors(path, count):
     return safetensors_file(path, {f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
                                    for i in range(count)})
