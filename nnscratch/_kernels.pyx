@@ -19,10 +19,15 @@ NCHW output. That is the formula of :func:`nnscratch.reference.conv2d_forward` w
 sum over (c, p, q) done by a single-threaded BLAS call (scipy's ``cython_blas``); the
 parallelism is ours, over images, so one pool of threads owns the cores (a multi-threaded
 BLAS inside or beside OpenMP loops makes the two pools fight for them).
+
+Sizes and indices are ``Py_ssize_t`` (64-bit) wherever they are multiplied; only BLAS takes C
+``int`` sizes, and :mod:`nnscratch.ops` checks before the call that they fit (``_check_blas_sizes``
+below checks again for callers that come straight here).
 """
 import numpy as np
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
+from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -54,18 +59,27 @@ cdef extern from *:
 OPENMP = bool(NNSCRATCH_OPENMP)
 
 
-cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
-                       const floating* a, int lda, const floating* b, int ldb, floating beta,
-                       floating* c, int ldc) noexcept nogil:
+def _check_blas_sizes(*sizes):
+    """Every size a kernel hands to BLAS must fit a C int (``ops`` checks first, naming the layer)."""
+    for size in sizes:
+        if size > INT_MAX:
+            raise OverflowError(f"a matrix size of {size} exceeds what BLAS takes (C int, at most {INT_MAX})")
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floating alpha,
+                       const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb, floating beta,
+                       floating* c, Py_ssize_t ldc) noexcept nogil:
     """Row-major ``C (m×n) = alpha · op(A) op(B) + beta · C`` with ``op(A)`` m×k, ``op(B)`` k×n;
     ``lda``, ``ldb``, ``ldc`` are row strides. BLAS is column-major, where a row-major matrix
-    reads as its transpose, so it computes ``Cᵀ = op(B)ᵀ op(A)ᵀ``: the operands swap."""
+    reads as its transpose, so it computes ``Cᵀ = op(B)ᵀ op(A)ᵀ``: the operands swap. BLAS takes
+    C ints: the sizes were checked to fit (``_check_blas_sizes``) before any kernel ran."""
     cdef char tb = b'T' if trans_b else b'N'
     cdef char ta = b'T' if trans_a else b'N'
+    cdef int m_ = <int> m, n_ = <int> n, k_ = <int> k, lda_ = <int> lda, ldb_ = <int> ldb, ldc_ = <int> ldc
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda, &beta, c, &ldc)
+        sgemm(&tb, &ta, &n_, &m_, &k_, &alpha, <float*> b, &ldb_, <float*> a, &lda_, &beta, c, &ldc_)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)
+        dgemm(&tb, &ta, &n_, &m_, &k_, &alpha, <double*> b, &ldb_, <double*> a, &lda_, &beta, c, &ldc_)
 
 
 PARALLEL_MIN_WORK = 1 << 16  # multiply-adds below which one thread beats waking the others
@@ -238,6 +252,28 @@ def sgd_update(param, grad, buffer, lr, momentum, dampening, weight_decay, neste
 MATMUL_BLOCKS = 4  # a matrix product big enough for threads is cut into this many blocks
 
 
+cdef Py_ssize_t _matmul_blocks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint* by_rows, Py_ssize_t* length):
+    """How ``_matmul`` cuts an (m×k)·(k×n) product: along the rows of ``c`` (``by_rows``) or its
+    columns, whichever is longer (``length``); returns the number of blocks. Block ``i`` covers
+    ``[length·i // blocks, length·(i+1) // blocks)`` (``_block_start``), in 64-bit arithmetic."""
+    by_rows[0] = m >= n
+    length[0] = m if by_rows[0] else n
+    return 1 if <double> m * n * k < PARALLEL_MIN_WORK else min(length[0], <Py_ssize_t> MATMUL_BLOCKS)
+
+
+cdef inline Py_ssize_t _block_start(Py_ssize_t length, Py_ssize_t i, Py_ssize_t blocks) noexcept nogil:
+    return (length * i) // blocks
+
+
+def matmul_blocks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+    """The blocks of ``_matmul`` for an (m×k)·(k×n) product, as ``("rows" or "columns", [(lo, hi), ...])``
+    (shown, and tested for sizes too large to allocate)."""
+    cdef bint by_rows
+    cdef Py_ssize_t length, blocks = _matmul_blocks(m, n, k, &by_rows, &length), i
+    return ("rows" if by_rows else "columns",
+            [(_block_start(length, i, blocks), _block_start(length, i + 1, blocks)) for i in range(blocks)])
+
+
 def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
             bint trans_a, bint trans_b):
     """``c = op(a) @ op(b)``, cut into blocks of rows of ``c`` or of columns, whichever side is
@@ -245,12 +281,11 @@ def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1]
     into its own packed layout, so cutting the short side would have each block pack the whole
     large matrix). The blocks depend on the shapes only, never on the thread count: BLAS picks
     its kernels by size, so blocks that changed with the threads would change the rounding."""
-    cdef int m = c.shape[0], n = c.shape[1]
-    cdef int k = a.shape[0] if trans_a else a.shape[1]
-    cdef bint by_rows = m >= n
-    cdef int length = m if by_rows else n
-    cdef int blocks = 1 if <double> m * n * k < PARALLEL_MIN_WORK else min(length, MATMUL_BLOCKS)
-    cdef int nt = _threads_for(blocks, <double> m * n * k), i, lo, hi
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef bint by_rows
+    cdef Py_ssize_t length, blocks = _matmul_blocks(m, n, k, &by_rows, &length), i, lo, hi
+    cdef int nt = _threads_for(blocks, <double> m * n * k)
     cdef const floating* a_block
     cdef const floating* b_block
     if m == 0 or n == 0:
@@ -258,10 +293,11 @@ def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1]
     if k == 0:
         c[:, :] = 0
         return
+    _check_blas_sizes(m, n, k, a.shape[1], b.shape[1])
     with nogil:
         for i in prange(blocks, schedule="static", num_threads=nt):
-            lo = (length * i) // blocks
-            hi = (length * (i + 1)) // blocks
+            lo = _block_start(length, i, blocks)
+            hi = _block_start(length, i + 1, blocks)
             if by_rows:  # rows lo..hi of op(a): rows of a, or (transposed) columns of a
                 a_block = &a[0, lo] if trans_a else &a[lo, 0]
                 _gemm(trans_a, trans_b, hi - lo, n, k, 1, a_block, a.shape[1], &b[0, 0], b.shape[1],
@@ -427,6 +463,7 @@ def _geometry(x, weight, stride, padding):
     n, c, h, w = x.shape
     kh, kw = weight.shape[2], weight.shape[3]
     oh, ow = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    _check_blas_sizes(weight.shape[0], c * kh * kw, oh * ow)
     return c * kh * kw, oh, ow, _threads_for(n, <double> n * weight.shape[0] * c * kh * kw * oh * ow)
 
 
@@ -515,9 +552,12 @@ cdef void _maxpool_plane_backward(const floating* grad_y, const long long* argma
 
 cdef void _avgpool_plane(const floating* x, floating* y, Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow,
                          int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
-    """``y[i, j] = (Σ over the window) / (kh·kw)``; padding pixels count as zeros."""
+    """``y[i, j] = (Σ over the window) / (kh·kw)``; padding pixels count as zeros. The area is a 64-bit
+    integer (kh·kw reaches 2⁶²) and the division is done in double, then rounded to the dtype, as
+    NumPy's ``mean`` (the reference) does."""
     cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi
-    cdef floating total, area = kh * kw
+    cdef floating total
+    cdef double area = <double> (<long long> kh * kw)
     for i in range(oh):
         r0 = i * sh - ph
         _window_range(r0, kh, H, &p_lo, &p_hi)
@@ -528,15 +568,16 @@ cdef void _avgpool_plane(const floating* x, floating* y, Py_ssize_t H, Py_ssize_
             for p in range(p_lo, p_hi):
                 for q in range(q_lo, q_hi):
                     total = total + x[(r0 + p) * W + c0 + q]
-            y[i * ow + j] = total / area
+            y[i * ow + j] = <floating> (total / area)
 
 
 cdef void _avgpool_plane_backward(const floating* grad_y, floating* grad_x, Py_ssize_t H, Py_ssize_t W,
                                   Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw,
                                   int ph, int pw) noexcept nogil:
-    """Every pixel of window (i, j) receives ``grad_y[i, j] / (kh·kw)`` (``grad_x`` overwritten)."""
+    """Every pixel of window (i, j) receives ``grad_y[i, j] / (kh·kw)`` (``grad_x`` overwritten); the
+    area is a 64-bit integer rounded once to the dtype, as the reference's ``grad_y / (kh * kw)``."""
     cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi
-    cdef floating share, area = kh * kw
+    cdef floating share, area = <floating> (<long long> kh * kw)
     for i in range(H * W):
         grad_x[i] = 0
     for i in range(oh):
@@ -580,7 +621,7 @@ def _avgpool_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad
                       int kh, int kw, int sh, int sw, int ph, int pw):
     cdef Py_ssize_t planes = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
     cdef Py_ssize_t oh = grad_y.shape[1], ow = grad_y.shape[2], s
-    cdef int nt = _threads_for(planes, <double> planes * (H * W + oh * ow * kh * kw))
+    cdef int nt = _threads_for(planes, <double> planes * (H * W + <double> oh * ow * kh * kw))
     with nogil:
         for s in prange(planes, schedule="static", num_threads=nt):
             _avgpool_plane_backward(&grad_y[s, 0, 0], &grad_x[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
