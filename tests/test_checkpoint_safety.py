@@ -287,7 +287,7 @@ def test_out_of_range_generator_positions_are_refused():
     """NumPy accepts these and then reads outside its buffers (an MT19937 pos of 100000 segfaults)."""
     state = rng.state_to_json(np.random.Philox(0).state)
     state["buffer_pos"] = -1
-    with pytest.raises(ValueError, match=r"where: buffer_pos: expected an integer in \[0, 4\], got -1|buffer_pos"):
+    with pytest.raises(ValueError, match=r"where\.buffer_pos: expected an integer in \[0, 4\], got -1"):
         rng.state_from_json(state, "where")
     with pytest.raises(ValueError, match=r"pos: expected an integer in \[0, 624\], got 625"):
         rng.state_from_json(_mt19937(pos=625), "where")
