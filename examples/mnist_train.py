@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import nnscratch as nn
-from nnscratch import plot
+from nnscratch import malloc, plot
 from nnscratch.data import DataLoader, load_mnist, prepare_images
 
 # The seed prints the running loss every 2000 mini-batches (`if i % 2000 == 1999`), but with
@@ -186,4 +186,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # a training script may keep freed memory for reuse (fewer page faults per step); a library
+    # import never does this, since it holds for the whole process: see nnscratch/malloc.py
+    malloc.keep_freed_memory()
     main()

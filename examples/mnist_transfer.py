@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 import nnscratch as nn
-from nnscratch import plot, transfer
+from nnscratch import malloc, plot, transfer
 from nnscratch.data import DataLoader, load_mnist, per_class_subset, prepare_images, subset_by_labels
 from nnscratch.models import keras_transfer_net
 
@@ -571,4 +571,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # a training script may keep freed memory for reuse (fewer page faults per step); a library
+    # import never does this, since it holds for the whole process: see nnscratch/malloc.py
+    malloc.keep_freed_memory()
     main()
