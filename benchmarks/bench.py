@@ -7,6 +7,10 @@ Run from the repository root::
     python benchmarks/bench.py --quick --json out.json   # smoke run (what tests/test_bench.py does)
     python benchmarks/bench.py --threads 1 --repeats 30
     python benchmarks/bench.py --epoch            # also time one real MNIST epoch (cython and torch)
+    python benchmarks/bench.py --import-effects   # also: the train step with and without what the import used to change
+
+The benchmark keeps freed memory for reuse (``nnscratch.malloc.keep_freed_memory()``, as a training
+script may): importing nnscratch no longer does it (``benchmarks/import_effects.py`` measures both).
 
 What is measured
 ----------------
@@ -58,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 import nnscratch
-from nnscratch import torch_reference
+from nnscratch import malloc, torch_reference
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -722,6 +726,10 @@ def parse_args(argv):
                         help="also time one real MNIST epoch (cython, and torch when available); about 938 steps each")
     parser.add_argument("--epoch-batches", type=int, default=None, metavar="N",
                         help="with --epoch: stop after N batches and extrapolate to the epoch (to try the option out)")
+    parser.add_argument("--import-effects", action="store_true",
+                        help="also time the train step as the old import left the process (scipy's BLAS at one "
+                             "thread for good, malloc tuned) against the plain import and the malloc opt-in, in "
+                             "fresh processes (benchmarks/import_effects.py; about a minute, --quick: seconds)")
     parser.add_argument("--_memory-child", dest="memory_child", choices=IMPLS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -750,6 +758,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    malloc.keep_freed_memory()  # a training benchmark, run as a training script would
     if args.memory_child:
         memory_child(args.memory_child, args.threads, args.memory_steps or 1)
         return 0
@@ -845,6 +854,15 @@ def main(argv=None):
         else:
             print("bench: --epoch needs the cython backend; skipped", file=sys.stderr)
 
+    import_effects = None
+    if args.import_effects:
+        if have_cython:
+            import import_effects as effects  # benchmarks/, on sys.path when this file runs as a script
+            import_effects = effects.measure(args.threads, rounds=1 if args.quick else 4, steps=3 if args.quick else 30,
+                                             warmup=1 if args.quick else 5)
+        else:
+            print("bench: --import-effects needs the cython backend; skipped", file=sys.stderr)
+
     machine["loadavg_end"] = loadavg()
     machine["during_run"] = machine_busy(stat_start, proc_stat())
     report = {
@@ -878,8 +896,14 @@ def main(argv=None):
         "epoch_estimate_s": epoch_estimate,
         "epoch_measured": epoch_measured,
         "memory": memory,
+        "import_effects": import_effects,
     }
     print_table(report)
+    if import_effects is not None:
+        import import_effects as effects
+        print("train step, cython, by what the import leaves in the process (fresh processes, alternating):")
+        for line in effects.describe(import_effects):
+            print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
