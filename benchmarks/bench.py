@@ -620,9 +620,9 @@ def kernels_identity(nnscratch):
     if kernels is not None:
         so = Path(kernels.__file__)
         info.update(path=str(so), mtime=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(so.stat().st_mtime)))
-    pyx = REPO / "nnscratch" / "_kernels.pyx"
-    if pyx.is_file():
-        info["pyx_sha256"] = hashlib.sha256(pyx.read_bytes()).hexdigest()[:16]
+    sources = sorted((REPO / "nnscratch").glob("_kernels*.p[yx][xi]"))  # _kernels.pyx and the .pxi it includes
+    if sources:
+        info["pyx_sha256"] = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:16]
     return info
 
 

@@ -1,0 +1,170 @@
+# Part of nnscratch/_kernels.pyx (textually included there, one extension module): the pooling kernels.
+# The shared pieces (_threads_for, _gemm, _check_blas_sizes, the imports) are defined there.
+
+# ----------------------------------------------------------------------------- pooling
+#
+# Pooling works plane by plane: an (n, c) pair is one H × W plane, and planes are independent.
+
+cdef inline void _window_range(Py_ssize_t start, int k, Py_ssize_t size, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Offsets ``[lo, hi)`` of a length-``k`` window starting at ``start`` that fall inside ``[0, size)``."""
+    lo[0] = -start if start < 0 else 0
+    hi[0] = size - start if start + k > size else k
+
+
+cdef void _maxpool_plane(const floating* x, floating* y, long long* argmax, Py_ssize_t H, Py_ssize_t W,
+                         Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
+    """``y[i, j] = max`` over the window at ``(i*sh - ph, j*sw - pw)``; ``argmax`` its flat index ``row*W + col``.
+    The first maximum in row-major window order wins; a NaN wins over any number. The comparison is
+    branch-free (selects, not jumps): on real data the winner is unpredictable."""
+    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi, at, best_at, keep
+    cdef floating best, v
+    cdef bint take
+    for i in range(oh):
+        r0 = i * sh - ph
+        _window_range(r0, kh, H, &p_lo, &p_hi)
+        for j in range(ow):
+            c0 = j * sw - pw
+            _window_range(c0, kw, W, &q_lo, &q_hi)
+            best_at = (r0 + p_lo) * W + c0 + q_lo
+            for p in range(p_lo, p_hi):
+                for q in range(q_lo, q_hi):
+                    at = (r0 + p) * W + c0 + q
+                    v = x[at]
+                    best = x[best_at]
+                    take = (v > best) | ((v != v) & (best == best))
+                    keep = <Py_ssize_t> take - 1  # all ones to keep best_at, zero to take at
+                    best_at = (best_at & keep) | (at & ~keep)
+            y[i * ow + j] = x[best_at]
+            argmax[i * ow + j] = best_at
+
+
+cdef void _maxpool_plane_backward(const floating* grad_y, const long long* argmax, floating* grad_x,
+                                  Py_ssize_t hw, Py_ssize_t outputs) noexcept nogil:
+    """``grad_x[argmax[o]] += grad_y[o]`` over one plane (``grad_x`` overwritten)."""
+    cdef Py_ssize_t o
+    for o in range(hw):
+        grad_x[o] = 0
+    for o in range(outputs):
+        grad_x[argmax[o]] += grad_y[o]
+
+
+cdef void _avgpool_plane(const floating* x, floating* y, Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow,
+                         int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
+    """``y[i, j] = (Σ over the window) / (kh·kw)``; padding pixels count as zeros. The area is a 64-bit
+    integer (kh·kw reaches 2⁶²) and the division is done in double, then rounded to the dtype, as
+    NumPy's ``mean`` (the reference) does."""
+    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi
+    cdef floating total
+    cdef double area = <double> (<long long> kh * kw)
+    for i in range(oh):
+        r0 = i * sh - ph
+        _window_range(r0, kh, H, &p_lo, &p_hi)
+        for j in range(ow):
+            c0 = j * sw - pw
+            _window_range(c0, kw, W, &q_lo, &q_hi)
+            total = 0
+            for p in range(p_lo, p_hi):
+                for q in range(q_lo, q_hi):
+                    total = total + x[(r0 + p) * W + c0 + q]
+            y[i * ow + j] = <floating> (total / area)
+
+
+cdef void _avgpool_plane_backward(const floating* grad_y, floating* grad_x, Py_ssize_t H, Py_ssize_t W,
+                                  Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw,
+                                  int ph, int pw) noexcept nogil:
+    """Every pixel of window (i, j) receives ``grad_y[i, j] / (kh·kw)`` (``grad_x`` overwritten); the
+    area is a 64-bit integer rounded once to the dtype, as the reference's ``grad_y / (kh * kw)``."""
+    cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi
+    cdef floating share, area = <floating> (<long long> kh * kw)
+    for i in range(H * W):
+        grad_x[i] = 0
+    for i in range(oh):
+        r0 = i * sh - ph
+        _window_range(r0, kh, H, &p_lo, &p_hi)
+        for j in range(ow):
+            c0 = j * sw - pw
+            _window_range(c0, kw, W, &q_lo, &q_hi)
+            share = grad_y[i * ow + j] / area
+            for p in range(p_lo, p_hi):
+                for q in range(q_lo, q_hi):
+                    grad_x[(r0 + p) * W + c0 + q] += share
+
+
+def _maxpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long long[:, :, ::1] argmax,
+                     int kh, int kw, int sh, int sw, int ph, int pw):
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2], oh = y.shape[1], ow = y.shape[2], s
+    cdef int nt = _threads_for(planes, <double> planes * oh * ow * kh * kw)
+    with nogil:
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _maxpool_plane(&x[s, 0, 0], &y[s, 0, 0], &argmax[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+
+
+def _maxpool_backward(const floating[:, ::1] grad_y, const long long[:, ::1] argmax, floating[:, ::1] grad_x):
+    cdef Py_ssize_t planes = grad_x.shape[0], hw = grad_x.shape[1], outputs = grad_y.shape[1], s
+    cdef int nt = _threads_for(planes, <double> planes * (hw + outputs))
+    with nogil:
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _maxpool_plane_backward(&grad_y[s, 0], &argmax[s, 0], &grad_x[s, 0], hw, outputs)
+
+
+def _avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw):
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2], oh = y.shape[1], ow = y.shape[2], s
+    cdef int nt = _threads_for(planes, <double> planes * oh * ow * kh * kw)
+    with nogil:
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _avgpool_plane(&x[s, 0, 0], &y[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+
+
+def _avgpool_backward(const floating[:, :, ::1] grad_y, floating[:, :, ::1] grad_x,
+                      int kh, int kw, int sh, int sw, int ph, int pw):
+    cdef Py_ssize_t planes = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
+    cdef Py_ssize_t oh = grad_y.shape[1], ow = grad_y.shape[2], s
+    cdef int nt = _threads_for(planes, <double> planes * (H * W + <double> oh * ow * kh * kw))
+    with nogil:
+        for s in prange(planes, schedule="static", num_threads=nt):
+            _avgpool_plane_backward(&grad_y[s, 0, 0], &grad_x[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+
+
+def _pool_output(x, kernel, stride, padding):
+    n, c, h, w = x.shape
+    return n, c, output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1])
+
+
+def maxpool2d_forward(x, kernel, stride, padding):
+    """Compiled :func:`nnscratch.reference.maxpool2d_forward` (same tie rule, same indices)."""
+    n, c, oh, ow = _pool_output(x, kernel, stride, padding)
+    y = np.empty((n * c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n * c, oh, ow), dtype=np.int64)
+    if y.size:
+        _maxpool_forward(x.reshape(n * c, x.shape[2], x.shape[3]), y, argmax, kernel[0], kernel[1],
+                         stride[0], stride[1], padding[0], padding[1])
+    return y.reshape(n, c, oh, ow), argmax.reshape(n, c, oh, ow)
+
+
+def maxpool2d_backward(grad_y, argmax, input_shape):
+    """Compiled :func:`nnscratch.reference.maxpool2d_backward`."""
+    n, c, h, w = input_shape
+    grad_x = np.empty((n * c, h * w), dtype=grad_y.dtype)  # each plane is zeroed, then scattered into
+    if grad_x.size:  # (then grad_y has planes too)
+        _maxpool_backward(grad_y.reshape(n * c, -1), argmax.reshape(n * c, -1), grad_x)
+    return grad_x.reshape(input_shape)
+
+
+def avgpool2d_forward(x, kernel, stride, padding):
+    """Compiled :func:`nnscratch.reference.avgpool2d_forward` (padding counts in the mean)."""
+    n, c, oh, ow = _pool_output(x, kernel, stride, padding)
+    y = np.empty((n * c, oh, ow), dtype=x.dtype)
+    if y.size:
+        _avgpool_forward(x.reshape(n * c, x.shape[2], x.shape[3]), y, kernel[0], kernel[1],
+                         stride[0], stride[1], padding[0], padding[1])
+    return y.reshape(n, c, oh, ow)
+
+
+def avgpool2d_backward(grad_y, input_shape, kernel, stride, padding):
+    """Compiled :func:`nnscratch.reference.avgpool2d_backward`."""
+    n, c, h, w = input_shape
+    grad_x = np.empty((n * c, h, w), dtype=grad_y.dtype)  # each plane is zeroed, then summed into
+    if grad_x.size:
+        _avgpool_backward(grad_y.reshape(n * c, grad_y.shape[2], grad_y.shape[3]), grad_x,
+                          kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1])
+    return grad_x.reshape(input_shape)
