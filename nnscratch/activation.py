@@ -9,8 +9,9 @@ class ReLU(Module):
     """``y = max(x, 0)``; backward ``∂L/∂x = ∂L/∂y · [x > 0]`` (see :func:`nnscratch.reference.relu_forward`)."""
 
     def forward(self, x):
-        self._output = ops.relu(x, where=self._where())
-        return self._output
+        y = ops.relu(x, where=self._where())
+        self._save_for_backward(_output=y)
+        return y
 
     def backward(self, grad_output, need_input_grad=True):
         y = self._saved("_output")
@@ -33,8 +34,9 @@ class _AlongDim(Module):
         x = ops.check_float_array(x, self._where())
         if not -x.ndim <= self.dim < x.ndim:
             raise ValueError(f"{self._where()}: dim {self.dim} is out of range for an input of shape {x.shape}")
-        self._output = self._normalize(x - x.max(axis=self.dim, keepdims=True))
-        return self._output
+        y = self._normalize(x - x.max(axis=self.dim, keepdims=True))
+        self._save_for_backward(_output=y)
+        return y
 
     def backward(self, grad_output, need_input_grad=True):
         y = self._saved("_output")

@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import init, ops
-from .module import Module, Parameter
+from .module import Module, Parameter, check_size
 
 
 class Conv2d(Module):
@@ -31,16 +31,14 @@ class Conv2d(Module):
                  dtype=np.float32, generator=None):
         super().__init__()
         where = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = check_size(in_channels, "in_channels", where)
+        self.out_channels = check_size(out_channels, "out_channels", where)
         self.kernel_size = ops.pair(kernel_size, "kernel_size", where, 1)
         self.stride = ops.pair(stride, "stride", where, 1)
         self.padding = ops.pair(padding, "padding", where, 0)
-        shape = (out_channels, in_channels) + self.kernel_size
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
         self.weight = Parameter(init.kaiming_uniform(shape, generator=generator, dtype=dtype))
-        self.bias = Parameter(init.bias_uniform(out_channels, init.fan_in(shape), generator, dtype)) if bias else None
+        self.bias = Parameter(init.bias_uniform(self.out_channels, init.fan_in(shape), generator, dtype)) if bias else None
         self._input = None
 
     def extra_repr(self):
@@ -54,7 +52,7 @@ class Conv2d(Module):
     def forward(self, x):
         bias = None if self.bias is None else self.bias.data
         y = ops.conv2d(x, self.weight.data, bias, self.stride, self.padding, where=self._where())
-        self._input = x
+        self._save_for_backward(_input=x)
         return y
 
     def backward(self, grad_output, need_input_grad=True):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import init, ops
-from .module import Module, Parameter
+from .module import Module, Parameter, check_size
 
 
 class Dense(Module):
@@ -17,13 +17,12 @@ class Dense(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, generator=None):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Dense({in_features}, {out_features}): {name} must be a positive int, got {value!r}")
-        self.in_features, self.out_features = in_features, out_features
-        shape = (out_features, in_features)
+        where = f"Dense({in_features}, {out_features})"
+        self.in_features = check_size(in_features, "in_features", where)
+        self.out_features = check_size(out_features, "out_features", where)
+        shape = (self.out_features, self.in_features)
         self.weight = Parameter(init.kaiming_uniform(shape, generator=generator, dtype=dtype))
-        self.bias = Parameter(init.bias_uniform(out_features, in_features, generator, dtype)) if bias else None
+        self.bias = Parameter(init.bias_uniform(self.out_features, self.in_features, generator, dtype)) if bias else None
         self._input = None
 
     def extra_repr(self):
@@ -32,7 +31,7 @@ class Dense(Module):
     def forward(self, x):
         bias = None if self.bias is None else self.bias.data
         y = ops.linear(x, self.weight.data, bias, where=self._where())
-        self._input = x
+        self._save_for_backward(_input=x)
         return y
 
     def backward(self, grad_output, need_input_grad=True):

@@ -1,4 +1,6 @@
 """``Dropout``: inverted dropout, active in training mode only."""
+import numbers
+
 import numpy as np
 
 from . import ops
@@ -22,8 +24,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, generator=None):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout(p={p}): p must be in [0, 1)")
+        if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout(p={p!r}): p must be in [0, 1) (a Python or NumPy number), got {p!r}")
         self.p = float(p)
         self.generator = generator
 
@@ -35,13 +37,13 @@ class Dropout(Module):
 
     def forward(self, x):
         x = ops.check_float_array(x, self._where())
-        self._output_shape = x.shape
-        if not self.training or self.p == 0.0:
-            self._key = None  # the identity: the gradient passes unchanged
+        if not self._acts_as_training() or self.p == 0.0:
+            self._save_for_backward(_output_shape=x.shape, _key=None)  # the identity: the gradient passes unchanged
             return x
         generator = self.generator or default_generator()
-        self._key = int(generator.integers(0, 2**64, dtype=np.uint64))
-        return ops.dropout(x, self.p, self._key, where=self._where())
+        key = int(generator.integers(0, 2**64, dtype=np.uint64))
+        self._save_for_backward(_output_shape=x.shape, _key=key)
+        return ops.dropout(x, self.p, key, where=self._where())
 
     def backward(self, grad_output, need_input_grad=True):
         output_shape = self._saved("_output_shape")

@@ -20,9 +20,9 @@ class Flatten(Module):
         x = ops.check_float_array(x, self._where())
         if x.ndim <= self.start_dim:
             raise ValueError(f"{self._where()}: input of shape {x.shape} has no axis {self.start_dim} to flatten from")
-        self._input_shape = x.shape
-        self._output_shape = x.shape[:self.start_dim] + (math.prod(x.shape[self.start_dim:]),)
-        return x.reshape(self._output_shape)
+        output_shape = x.shape[:self.start_dim] + (math.prod(x.shape[self.start_dim:]),)
+        self._save_for_backward(_input_shape=x.shape, _output_shape=output_shape)
+        return x.reshape(output_shape)
 
     def backward(self, grad_output, need_input_grad=True):
         shape = self._saved("_input_shape")

@@ -23,6 +23,7 @@ function: a ``Dropout`` in training mode draws a new mask at each pass (relative
 import numpy as np
 
 from .dropout import Dropout
+from .module import enable_grad
 
 
 class GradcheckError(AssertionError):
@@ -77,9 +78,10 @@ def check_module(module, x, eps=1e-6, seed=0, before_forward=None):
 
     upstream = np.random.default_rng(seed).standard_normal(run().shape)
     module.zero_grad()
-    before_forward()
-    module(x)
-    grad_x = module.backward(upstream)
+    with enable_grad():  # a module in eval mode keeps nothing for a backward otherwise
+        before_forward()
+        module(x)
+        grad_x = module.backward(upstream)
 
     def f():
         return float(np.sum(run() * upstream))

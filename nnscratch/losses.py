@@ -19,6 +19,7 @@ Both compute the seed's ``L = -Σ_i t_i log y_i`` with one-hot ``t`` and ``y = s
 import numpy as np
 
 from . import ops
+from .module import keeps_for_backward
 
 LOG_PROBABILITY_TOLERANCE = 1e-3
 """How far from 0 :class:`NLLLoss` accepts ``log Σ_k exp(y_nk)`` for each row of its input."""
@@ -65,6 +66,13 @@ class _Loss:
             raise ValueError(f"{type(self).__name__}: reduction must be 'mean' or 'sum', got {reduction!r}")
         self.reduction = reduction
         self._grad = None
+        self._nothing_kept = False
+
+    def _keep_for_backward(self, grad):
+        """Remember ``∂L/∂input`` for :meth:`backward`, unless the call runs inside
+        :func:`nnscratch.module.no_grad` or ``inference`` (as in ``evaluate``): then keep nothing."""
+        keep = keeps_for_backward()
+        self._grad, self._nothing_kept = (grad if keep else None), not keep
 
     def _scale(self, count):
         """``1/count`` for the mean (an empty batch has no mean: error), 1 for the sum."""
@@ -76,6 +84,9 @@ class _Loss:
 
     def backward(self):
         """``∂L/∂input`` for the last call."""
+        if self._grad is None and self._nothing_kept:
+            raise RuntimeError(f"{type(self).__name__}: backward after a call that kept nothing: it ran inside "
+                               "no_grad() or inference() (as evaluate does), where no backward may follow")
         if self._grad is None:
             raise RuntimeError(f"{type(self).__name__}: backward called before the loss was computed")
         return self._grad
@@ -102,7 +113,7 @@ class CrossEntropyLoss(_Loss):
         scale = self._scale(len(t))
         grad = np.exp(log_probs)
         grad[rows, t] -= 1.0
-        self._grad = grad * z.dtype.type(scale)
+        self._keep_for_backward(grad * z.dtype.type(scale))
         return LossValue(-log_probs[rows, t].sum() * scale)
 
 
@@ -126,7 +137,7 @@ class NLLLoss(_Loss):
         scale = self._scale(len(t))
         grad = np.zeros_like(y)
         grad[rows, t] = -scale
-        self._grad = grad
+        self._keep_for_backward(grad)
         return LossValue(-y[rows, t].sum() * scale)
 
 
@@ -154,5 +165,5 @@ class MSELoss(_Loss):
             raise ValueError(f"MSELoss: target has shape {t.shape} but input has shape {y.shape}")
         diff = y - t.astype(y.dtype, copy=False)
         scale = self._scale(diff.size)
-        self._grad = diff * y.dtype.type(2.0 * scale)
+        self._keep_for_backward(diff * y.dtype.type(2.0 * scale))
         return LossValue((diff * diff).sum() * scale)

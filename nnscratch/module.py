@@ -9,11 +9,106 @@ CS231n's forward/backward pairs.
 Parameters and sub-modules assigned as attributes are registered automatically, so
 ``named_parameters()`` yields names such as ``conv1.weight`` and ``state_dict()`` uses
 the same keys as the equivalent PyTorch model.
+
+What a forward keeps
+--------------------
+Only a forward that a backward may follow keeps anything. A forward keeps what its backward
+needs (a convolution's input, a ReLU's output, max pooling's argmax...) when the layer is in
+training mode, and keeps *nothing* -- dropping what an earlier forward kept -- when
+
+* the layer is in eval mode (``model.eval()``), or
+* it runs inside :func:`no_grad` (the caller says no backward follows), or
+* it runs inside :func:`inference`, as :func:`nnscratch.predict`, :func:`nnscratch.evaluate` and
+  :func:`nnscratch.transfer.extract_features` do: after them the model holds no activations
+  (a 16384-image ``predict`` on the seed's net used to leave 5.4 GB behind).
+
+A backward after such a forward raises an error saying why. To backpropagate through a model
+in eval mode (a gradient check, a saliency map), run the forward inside :func:`enable_grad`.
+These three contexts hold for the calling thread only.
+
+Threads
+-------
+*Inference on a shared model is thread-safe*: :func:`nnscratch.predict`,
+:func:`nnscratch.evaluate`, ``predict_proba`` and ``extract_features`` (or any forward inside
+:func:`inference`) may run on one model from several threads at once. They act as in eval mode
+without changing any module's ``training`` flag, and write nothing into the layers but the
+note that nothing was kept, so each thread gets exactly what it would alone and the model is
+left in the mode it was in. A criterion passed to ``evaluate`` may be shared too.
+
+*Training is not thread-safe*: ``fit``, a training-mode forward, ``backward``, an optimizer's
+``step``, ``train()``/``eval()``/``eval_mode()`` and loading weights change the model (its
+kept activations, its gradients, its parameters, its modes). Give each training thread its own
+model, and do not train a model while other threads run inference on it.
 """
 import contextlib
+import numbers
+import threading
 from collections import OrderedDict
 
 import numpy as np
+
+
+class _ForwardMode(threading.local):
+    """The calling thread's setting of the contexts below (each thread starts with the defaults)."""
+
+    keep = None  # None: keep in training mode only; False: never (no_grad); True: also in eval mode (enable_grad)
+    inference = False  # every module acts as in eval mode, whatever its ``training`` flag
+
+
+_forward_mode = _ForwardMode()
+
+
+@contextlib.contextmanager
+def _forward_mode_set(**settings):
+    previous = {name: getattr(_forward_mode, name) for name in settings}
+    for name, value in settings.items():
+        setattr(_forward_mode, name, value)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            setattr(_forward_mode, name, value)
+
+
+def no_grad():
+    """``with no_grad():`` forwards in this thread keep nothing for a backward (as PyTorch's
+    ``torch.no_grad``); modes are unchanged (dropout still drops in training mode)."""
+    return _forward_mode_set(keep=False)
+
+
+def enable_grad():
+    """``with enable_grad():`` forwards in this thread keep what backward needs even in eval mode
+    (a gradient check or a saliency map of a model in eval mode), and inside :func:`inference`."""
+    return _forward_mode_set(keep=True)
+
+
+def inference():
+    """``with inference():`` forwards in this thread act as in eval mode (dropout is the identity)
+    and keep nothing, without changing any module's ``training`` flag: other threads using the same
+    model are unaffected. :func:`nnscratch.predict` and :func:`nnscratch.evaluate` run inside it."""
+    return _forward_mode_set(keep=False, inference=True)
+
+
+def keeps_for_backward(training=True):
+    """Whether a forward in this thread, by a layer whose mode is ``training``, must keep what its
+    backward needs (losses ask with the default: they have no mode)."""
+    if _forward_mode.keep is not None:
+        return _forward_mode.keep
+    return training and not _forward_mode.inference
+
+
+def _why_nothing_was_kept():
+    if _forward_mode.inference:
+        return "inside inference() (as predict, evaluate and extract_features run)"
+    return "inside no_grad()" if _forward_mode.keep is False else "in eval mode (model.eval())"
+
+
+def check_size(value, name, where):
+    """A layer size (channels, features...): a positive integer, Python's or NumPy's but not a
+    bool; returned as a Python ``int``, or a ValueError naming the layer (``where``) and the value."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 class Parameter:
@@ -229,9 +324,29 @@ class Module:
                              f"but the output had shape {tuple(shape)}")
         return grad_output
 
+    def _acts_as_training(self):
+        """What layers consult instead of ``self.training``: false inside :func:`inference` too."""
+        return self.training and not _forward_mode.inference
+
+    def _save_for_backward(self, **tensors):
+        """Keep ``name=value`` for the backward as attributes, if this forward must keep anything
+        (see "What a forward keeps" in the module docstring); otherwise set them to ``None`` and
+        note why, so a backward after it says so instead of using an older forward's values."""
+        keep = keeps_for_backward(self.training)
+        for name, value in tensors.items():
+            self.__dict__[name] = value if keep else None
+        self.__dict__["_nothing_kept"] = None if keep else _why_nothing_was_kept()
+
     def _saved(self, name):
-        """A tensor saved by the last forward, or a clear error if backward comes first."""
+        """A tensor saved by the last forward, or a clear error if there is none."""
         value = self.__dict__.get(name)
         if value is None:
-            raise RuntimeError(f"{self._where()}: backward called before forward")
+            why = self.__dict__.get("_nothing_kept")
+            if why is None:
+                raise RuntimeError(f"{self._where()}: backward called before forward")
+            raise RuntimeError(
+                f"{self._where()}: backward after a forward that kept nothing: it ran {why}, where forwards keep "
+                "no activations so that inference holds no memory. Run the forward in training mode "
+                "(model.train()), or, to backpropagate in eval mode (a gradient check, a saliency map), "
+                "inside `with nnscratch.module.enable_grad():`")
         return value

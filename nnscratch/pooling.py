@@ -28,15 +28,15 @@ class MaxPool2d(_Pool2d):
     """
 
     def forward(self, x):
-        y, self._argmax = ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, where=self._where())
-        self._input_shape = x.shape
+        y, argmax = ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, where=self._where())
+        self._save_for_backward(_argmax=argmax, _input_shape=x.shape)
         return y
 
     def backward(self, grad_output, need_input_grad=True):
-        input_shape = self._saved("_input_shape")
+        argmax, input_shape = self._saved("_argmax"), self._saved("_input_shape")
         if not need_input_grad:
             return None
-        return ops.max_pool2d_backward(grad_output, self._argmax, input_shape, where=self._where())
+        return ops.max_pool2d_backward(grad_output, argmax, input_shape, where=self._where())
 
 
 class AvgPool2d(_Pool2d):
@@ -47,7 +47,7 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x):
         y = ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding, where=self._where())
-        self._input_shape = x.shape
+        self._save_for_backward(_input_shape=x.shape)
         return y
 
     def backward(self, grad_output, need_input_grad=True):

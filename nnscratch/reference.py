@@ -56,15 +56,17 @@ def _unpad(x_padded, padding):
 # ----------------------------------------------------------------------------- ReLU
 
 def relu_forward(x):
-    """Rectified linear unit, element-wise: ``y = max(x, 0)`` (a NaN stays NaN)."""
-    return np.maximum(x, 0)
+    """Rectified linear unit, element-wise: ``y = max(x, 0)`` (a NaN stays NaN).
+
+    (``np.asarray`` here and below: on a 0-d array a ufunc returns a NumPy scalar, and layers pass arrays.)"""
+    return np.asarray(np.maximum(x, 0))
 
 
 def relu_backward(y, grad_y):
     """Gradient of :func:`relu_forward` from its output: ``∂L/∂x = ∂L/∂y · [y > 0]``
     (``y > 0`` exactly where ``x > 0``; the gradient at 0 is taken as 0, as PyTorch does).
     It is a product, so a non-finite upstream gradient stays non-finite where the unit is off."""
-    return grad_y * (y > 0)
+    return np.asarray(grad_y * (y > 0))
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -101,7 +103,7 @@ def dropout_forward(x, p, key):
     """Inverted dropout: ``y = x · m / (1 - p)`` with ``m = dropout_keep_mask(key, x.size, p)``
     laid out like ``x`` (C order); the expectation of ``y`` is ``x``."""
     keep = dropout_keep_mask(key, x.size, p).reshape(x.shape)
-    return x * np.where(keep, x.dtype.type(1 / (1 - p)), x.dtype.type(0))
+    return np.asarray(x * np.where(keep, x.dtype.type(1 / (1 - p)), x.dtype.type(0)))
 
 
 def dropout_backward(grad_y, p, key):

@@ -32,6 +32,7 @@ import numpy as np
 
 from .checkpoint import find_diverged_parameter, load_checkpoint, save_checkpoint, set_generator_state
 from .history import History
+from .module import inference
 
 __all__ = [
     "History", "ParametersDivergedError", "TrainingDivergedError", "evaluate", "fit", "in_jupyter_kernel",
@@ -300,7 +301,9 @@ def evaluate(model, criterion, loader):
     Parameters
     ----------
     model : :class:`nnscratch.Module`
-        Outputs (N, classes); each module's training/eval mode is restored afterwards.
+        Outputs (N, classes). Run as in eval mode inside :func:`nnscratch.module.inference`: no
+        module's ``training`` flag changes and the model keeps no activations afterwards, so
+        several threads may evaluate one model at once.
     criterion : loss or None
         Gives the mean loss; ``None`` skips it (``loss`` is then ``None``).
     loader : iterable of ``(x, y)`` batches
@@ -314,7 +317,7 @@ def evaluate(model, criterion, loader):
         of samples of that class) and ``count`` (number of samples).
     """
     total_loss, count, confusion = 0.0, 0, None
-    with model.eval_mode():
+    with inference():
         for x, y in loader:
             outputs = model(x)
             y = np.asarray(y).astype(np.int64, copy=False)
@@ -340,8 +343,9 @@ def evaluate(model, criterion, loader):
 
 
 def forward_in_batches(model, images, batch_size=256, transform=None, caller="forward_in_batches"):
-    """Outputs of `model` for `images`, computed in eval mode (dropout off) `batch_size` images at a
-    time and concatenated; every module gets back its own mode afterwards. `transform` (e.g.
+    """Outputs of `model` for `images`, computed as in eval mode (dropout off) `batch_size` images at
+    a time and concatenated, inside :func:`nnscratch.module.inference`: no module's ``training`` flag
+    changes and the model keeps no activations, so threads may share the model. `transform` (e.g.
     :func:`nnscratch.data.prepare_images`) is applied to each batch first. `caller` names the
     function in error messages."""
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
@@ -350,7 +354,7 @@ def forward_in_batches(model, images, batch_size=256, transform=None, caller="fo
     if len(images) == 0:
         raise ValueError(f"{caller}: got no images")
     chunks = []
-    with model.eval_mode():
+    with inference():
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             chunks.append(model(x if transform is None else transform(x)))
