@@ -232,7 +232,10 @@ class Module:
     @contextlib.contextmanager
     def eval_mode(self):
         """Evaluation mode inside a ``with`` block; afterwards every sub-module gets back its own
-        previous mode (a user may have left some layers in training mode on purpose)."""
+        previous mode (a user may have left some layers in training mode on purpose).
+
+        It writes the modules' ``training`` flags, so it is not for a model other threads are using:
+        :func:`inference` gives eval-mode forwards without changing the model."""
         modes = [(module, module.training) for module in self.modules()]
         self.eval()
         try:
