@@ -26,6 +26,7 @@ optimizer it was given) and ``global_rng_changed`` (loading touched NumPy's glob
     python tests/fuzz_files.py --cases 30 --json   # what tests/test_errors.py runs
 """
 import argparse
+import copy
 import gzip
 import json
 import os
@@ -188,10 +189,10 @@ def hostile_safetensors(content, rnd):
             header.update({f"e{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
                            for i in range(rnd.choice([100, 20_000]))})
         elif choice < 0.12:
-            target[rnd.choice(["__ndarray__", "state", "model.x", "epoch"])] = rnd.choice(HOSTILE_VALUES)
+            target[rnd.choice(["__ndarray__", "state", "model.x", "epoch"])] = copy.deepcopy(rnd.choice(HOSTILE_VALUES))
         else:
             path, _ = rnd.choice(list(nodes(target)))
-            replace_at(target, path, rnd.choice(HOSTILE_VALUES + [KeyError] * 6))
+            replace_at(target, path, copy.deepcopy(rnd.choice(HOSTILE_VALUES + [KeyError] * 6)))
     if "__metadata__" in header and isinstance(header["__metadata__"], dict):
         header["__metadata__"]["nnscratch"] = json.dumps(inner)
     return join_safetensors(header, data)
@@ -266,28 +267,28 @@ def classic_safetensors(reader, base):
         "tensor dtype as a list": _edit(base, outer=lambda h: h[next(k for k in h if k != "__metadata__")]
                                         .update(dtype=["F32"])),
     }
+    group, layer = ("optimizer", "param_groups", 0), ("architecture",)
+    edits = [  # (label, path in the nnscratch header, value)
+        ('bit_generator "test" (NumPy self-test)', ("rng", "default", "bit_generator"), "test"),
+        ('module bit_generator "seed"', ("rng", "modules", "4", "bit_generator"), "seed"),
+        ('ndarray dtype "(16000,16000)f8"', ("rng", "default", "state", "state"),
+         {"__ndarray__": [0], "dtype": "(16000,16000)f8"}),
+        ("epoch -10**9", ("epoch",), -10**9),
+        ('lr "fast"', group + ("lr",), "fast"),
+        ("lr -1", group + ("lr",), -1),
+        ("momentum -5", group + ("momentum",), -5),
+        ("history of 1M losses", ("history", "batch_loss"), [0.5] * 1_000_000),
+    ] if reader == "checkpoint" else [
+        ("AvgPool2d(46341, padding=23170)", layer + (3, "args"),
+         {"kernel_size": [46341, 46341], "stride": [1, 1], "padding": [23170, 23170]}),
+        ("AvgPool2d(65536)", layer + (3, "args", "kernel_size"), [65536, 65536]),
+        ("Dense with 2**31 inputs", layer + (6, "args", "in_features"), 2**31),
+        ("Conv2d with 10**6 filters", layer + (0, "args", "out_channels"), 10**6),
+        ("MaxPool2d kernel 2**63-1", layer + (2, "args", "kernel_size"), [2**63 - 1, 2]),
+    ]
+    cases.update({label: _edit(base, inner=_set(path, value)) for label, path, value in edits})
     if reader == "checkpoint":
-        cases.update({
-            'bit_generator "test" (NumPy self-test)': _edit(base, inner=_set(("rng", "default", "bit_generator"), "test")),
-            'module bit_generator "seed"': _edit(base, inner=_set(("rng", "modules", "4", "bit_generator"), "seed")),
-            'ndarray dtype "(16000,16000)f8"': _edit(base, inner=_set(("rng", "default", "state", "state"),
-                                                                      {"__ndarray__": [0], "dtype": "(16000,16000)f8"})),
-            "epoch -10**9": _edit(base, inner=_set(("epoch",), -10**9)),
-            'lr "fast"': _edit(base, inner=_set(("optimizer", "param_groups", 0, "lr"), "fast")),
-            "lr -1": _edit(base, inner=_set(("optimizer", "param_groups", 0, "lr"), -1)),
-            "momentum -5": _edit(base, inner=_set(("optimizer", "param_groups", 0, "momentum"), -5)),
-            "no rng key": _edit(base, inner=lambda h: h.pop("rng")),
-            "history of 1M losses": _edit(base, inner=_set(("history", "batch_loss"), [0.5] * 1_000_000)),
-        })
-    else:
-        cases.update({
-            "AvgPool2d(46341, padding=23170)": _edit(base, inner=_set(("architecture", 3, "args"), {
-                "kernel_size": [46341, 46341], "stride": [1, 1], "padding": [23170, 23170]})),
-            "AvgPool2d(65536)": _edit(base, inner=_set(("architecture", 3, "args", "kernel_size"), [65536, 65536])),
-            "Dense with 2**31 inputs": _edit(base, inner=_set(("architecture", 6, "args", "in_features"), 2**31)),
-            "Conv2d with 10**6 filters": _edit(base, inner=_set(("architecture", 0, "args", "out_channels"), 10**6)),
-            "MaxPool2d kernel 2**63-1": _edit(base, inner=_set(("architecture", 2, "args", "kernel_size"), [2**63 - 1, 2])),
-        })
+        cases["no rng key"] = _edit(base, inner=lambda h: h.pop("rng"))
     return cases
 
 
