@@ -348,12 +348,14 @@ def build_model(arch, generator=None):
     return _build(_validate_architecture(arch, "build_model"), generator)
 
 
-def _build(arch, generator):
+def _build(arch, generator, where="build_model"):
+    """The Sequential an already validated `arch` describes; `where` starts error messages
+    (``load_model(<path>)`` for a file, so an argument a layer refuses names the file)."""
     layers = []
     for entry in arch:
         cls, args = entry["class"], dict(entry["args"])
         if cls == "Sequential":
-            layer = _build(args["layers"], generator)
+            layer = _build(args["layers"], generator, where)
         else:
             if cls in ("Conv2d", "Dense", "Linear"):
                 args["generator"] = generator
@@ -362,7 +364,7 @@ def _build(arch, generator):
             try:
                 layer = LAYER_CLASSES[cls](**args)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"build_model: layer {entry['name']!r} ({cls}): {exc}") from None
+                raise ValueError(f"{where}: layer {entry['name']!r} ({cls}): {exc}") from None
         layers.append((entry["name"], layer))
     return Sequential(OrderedDict(layers))
 
@@ -686,7 +688,7 @@ def load_model(path):
     problems += [f"{name} in the file is not a parameter of the architecture" for name in arrays if name not in expected]
     if problems:
         raise ValueError(f"load_model({path}): the arrays do not match the architecture: " + "; ".join(problems))
-    model = _build(arch, np.random.default_rng(0))
+    model = _build(arch, np.random.default_rng(0), f"load_model({path})")
     _load_arrays(model, arrays, True, (), str(path), header, "load_model")
     return model
 

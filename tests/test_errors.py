@@ -866,11 +866,8 @@ def test_file_fuzz_no_crash_hang_or_memory_blowup(file_fuzz_report):
 
 
 def test_file_fuzz_errors_name_the_file(file_fuzz_report):
-    """Every refused file raised ValueError/TypeError/OSError naming the file.
-
-    At the time of writing this FAILS on load_model: an architecture whose layer arguments the
-    layer constructor refuses (e.g. MaxPool2d kernel_size 2**63-1) raises ValueError from
-    transfer._build ("build_model: layer '2' (MaxPool2d): ...") without the file's name."""
+    """Every refused file raised ValueError/TypeError/OSError naming the file (load_model's
+    layer-argument errors, e.g. MaxPool2d kernel_size 2**63-1, once said only "build_model")."""
     problems = file_fuzz_problems(file_fuzz_report, ["unclear"])
     assert not problems, json.dumps(problems, indent=1)
 
