@@ -20,20 +20,21 @@ from .dropout import Dropout
 from .flatten import Flatten
 from .gradient_check import GradcheckError, gradcheck
 from .losses import CrossEntropyLoss, MSELoss, NLLLoss
-from .module import Module, Parameter
+from .module import Module, Parameter, enable_grad, inference, no_grad
 from .optim import SGD
 from .pooling import AvgPool2d, MaxPool2d
 from .rng import manual_seed
 from .training import History, TrainingDivergedError, evaluate, fit, predict
 from . import data, models, ops, reference  # noqa: E402  (submodules users reach as nnscratch.X)
-from . import serialization, training, transfer  # noqa: E402
+from . import malloc, serialization, training, transfer  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GradcheckError", "Linear",
     "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "SGD", "Sequential",
-    "Softmax", "backend", "data", "get_num_threads", "gradcheck", "manual_seed", "models", "ops",
+    "Softmax", "backend", "data", "enable_grad", "get_num_threads", "gradcheck", "inference", "malloc",
+    "manual_seed", "models", "no_grad", "ops",
     "reference", "set_backend", "set_num_threads", "use_backend",
     "History", "TrainingDivergedError", "evaluate", "fit", "predict", "serialization", "training",
     "transfer",

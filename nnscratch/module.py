@@ -351,5 +351,5 @@ class Module:
                 f"{self._where()}: backward after a forward that kept nothing: it ran {why}, where forwards keep "
                 "no activations so that inference holds no memory. Run the forward in training mode "
                 "(model.train()), or, to backpropagate in eval mode (a gradient check, a saliency map), "
-                "inside `with nnscratch.module.enable_grad():`")
+                "inside `with nnscratch.enable_grad():`")
         return value
