@@ -66,8 +66,8 @@ class Config:
 
 
 FULL = Config()
-QUICK = replace(FULL, source_batch=32, budget=4, batch=10, head_epochs=6, fine_epochs=2, scratch_epochs=4,
-                memorize_images=60, memorize_epochs=3, train_limit=600, test_limit=200)
+QUICK = replace(FULL, source_batch=32, budget=2, batch=10, head_epochs=3, fine_epochs=1, scratch_epochs=2,
+                memorize_images=25, memorize_epochs=2, train_limit=300, test_limit=100)
 
 
 def _limit(pair, n, seed):
