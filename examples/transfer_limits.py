@@ -162,7 +162,7 @@ def summarize(runs):
     }
 
 
-def figures(runs, out):
+def figures(runs, out, budget):
     """The two heatmaps as PNG files; returns their paths."""
     mismatch = {"zero-shot": {s: [r["zero_shot"][s] for r in runs] for s in runs[0]["zero_shot"]}}
     for strategy in study.STRATEGIES:
@@ -173,13 +173,15 @@ def figures(runs, out):
                                                 for s in SOURCES}}
     paths = {"mismatch": out / "mismatch_heatmap.png", "relatedness": out / "relatedness_heatmap.png",
              "sources": out / "sources_heatmap.png"}
-    n = len(runs)
+    seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+    titles = {"mismatch": f"Source 0-4 → shifted 0-4, {budget} labels/class ({seeds})",
+              "relatedness": f"Source 0-4 → a new task ({seeds})",
+              "sources": f"Digits 5-9 on frozen features ({seeds})"}
     accuracy_heatmap(mismatch, xlabel="input shift of the digits 0-4", ylabel="strategy",
-                     title=f"Source 0-4 → shifted 0-4, 20 labels/class ({n} seeds)").savefig(paths["mismatch"], dpi=100)
+                     title=titles["mismatch"]).savefig(paths["mismatch"], dpi=100)
     accuracy_heatmap(related, xlabel="new task", ylabel="strategy",
-                     title=f"Source 0-4 → a new task ({n} seeds)").savefig(paths["relatedness"], dpi=100)
-    accuracy_heatmap(frozen, xlabel="frozen features from", title=f"Digits 5-9 on frozen features ({n} seeds)"
-                     ).savefig(paths["sources"], dpi=100)
+                     title=titles["relatedness"]).savefig(paths["relatedness"], dpi=100)
+    accuracy_heatmap(frozen, xlabel="frozen features from", title=titles["sources"]).savefig(paths["sources"], dpi=100)
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -210,8 +212,9 @@ def main(argv=None):
             tasks = study.load_tasks(cfg, seed)
             seed_started = time.perf_counter()
             runs.append(run_seed(seed, cfg, tasks, bar))
-            bar.write(f"seed {seed}: {time.perf_counter() - seed_started:.0f} s, source {runs[-1]['source_accuracy']:.2%}, "
-                      f"zero-shot " + ", ".join(f"{k} {v:.1%}" for k, v in runs[-1]["zero_shot"].items()))
+            bar.write(f"seed {seed}: {time.perf_counter() - seed_started:.0f} s, source "
+                      f"{runs[-1]['source_accuracy']:.2%}, zero-shot "
+                      + ", ".join(f"{k} {v:.1%}" for k, v in runs[-1]["zero_shot"].items()))
             bad = [k for k in ("negated_conv1_bit_identical", "dense_permuted_same_predictions")
                    if not runs[-1]["constructions"][k]]
             if bad:
@@ -220,7 +223,7 @@ def main(argv=None):
     print_tables(summary)
     results = {"mode": "quick" if args.quick else "full", "backend": nn.backend(), "seeds": args.seeds,
                "config": dataclasses.asdict(cfg), "runs": runs, "summary": summary,
-               "plots": figures(runs, args.out), "total_time": time.perf_counter() - started}
+               "plots": figures(runs, args.out, cfg.budget), "total_time": time.perf_counter() - started}
     print(f"\nfigures in {args.out}; {results['total_time']:.0f} s in all")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

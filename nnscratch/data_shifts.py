@@ -67,13 +67,16 @@ def permute_pixels(images, permutation):
     permutation = np.asarray(permutation)
     size = int(np.prod(images.shape[1:]))
     if permutation.shape != (size,) or not np.array_equal(np.sort(permutation), np.arange(size)):
-        raise ValueError(f"data_shifts.permute_pixels: permutation must reorder 0..{size - 1} (one entry per pixel "
-                         f"of a {images.shape[1:]} image), got shape {permutation.shape}; use pixel_permutation({size})")
+        raise ValueError(f"data_shifts.permute_pixels: permutation must reorder 0..{size - 1} (one entry per "
+                         f"pixel of a {images.shape[1:]} image), got shape {permutation.shape}; "
+                         f"use pixel_permutation({size})")
     return images.reshape(len(images), size)[:, permutation].reshape(images.shape)
 
 
 def parity_labels(digits):
-    """The parity task: 1 for an odd digit, 0 for an even one (int64). Takes the *digits* 0-9, not relabelled classes."""
+    """The parity task: 1 for an odd digit, 0 for an even one (int64).
+
+    Takes the *digits* 0-9 (for a subset relabelled by ``subset_by_labels``, map the labels back first)."""
     digits = np.asarray(digits)
     if digits.ndim != 1 or not np.issubdtype(digits.dtype, np.integer) or digits.min(initial=0) < 0 \
             or digits.max(initial=0) > 9:
