@@ -416,3 +416,4 @@ def accuracy_vs_labels(budgets, curves, *, ax=None, xticklabels=None, title=None
     ax.grid(True, alpha=0.3)
     ax.legend()
     return fig
+from .plot_transfer import accuracy_heatmap, layer_transfer  # noqa: E402,F401  (the transfer studies' figures)
