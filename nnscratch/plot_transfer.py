@@ -8,6 +8,7 @@ changes no matplotlib setting. ``nnscratch.plot`` is imported inside the functio
 module, so a module-level import would be circular.
 """
 import itertools
+import textwrap
 
 import numpy as np
 
@@ -19,7 +20,7 @@ def accuracy_heatmap(cells, *, ax=None, title=None, xlabel=None, ylabel=None):
     seeds (a list, or one number). Every row has the same columns; their order is the first
     row's. A cell's colour is its mean (0 % dark to 100 % bright, one scale for the whole grid,
     so equal colours are equal accuracies); its text is the mean in %, ``± sd`` over the seeds
-    when there are several. Returns the Figure.
+    when there are several. Column names longer than 14 characters wrap. Returns the Figure.
     """
     if not cells:
         raise ValueError("plot.accuracy_heatmap: cells is empty; expected a dict row -> {column: accuracies}")
@@ -41,11 +42,11 @@ def accuracy_heatmap(cells, *, ax=None, title=None, xlabel=None, ylabel=None):
             means[i, j] = 100 * values.mean()
             spread = f"\n± {100 * values.std(ddof=1):.1f}" if values.size > 1 else ""
             texts.append((i, j, f"{means[i, j]:.1f}{spread}"))
-    fig, ax = _one_panel(ax, (1.25 * len(columns) + 2.2, 0.65 * len(rows) + 1.4))
+    fig, ax = _one_panel(ax, (1.3 * len(columns) + 2.2, 0.65 * len(rows) + 1.6))
     image = ax.imshow(means, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for i, j, text in texts:  # dark text on the bright (high) cells, white on the dark ones
         ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black" if means[i, j] > 60 else "white")
-    ax.set_xticks(range(len(columns)), columns)
+    ax.set_xticks(range(len(columns)), [textwrap.fill(str(column), 14) for column in columns])  # long names wrap
     ax.set_yticks(range(len(rows)), rows)
     ax.set(xlabel=xlabel or "", ylabel=ylabel or "", title=title or "Accuracy (%)")
     fig.colorbar(image, ax=ax, label="accuracy (%)", shrink=0.8)
