@@ -1,0 +1,63 @@
+"""examples/layer_transfer.py end to end in --quick mode (in-process): the JSON, the figures, the
+mechanics. Quick mode trains on tiny subsets, so no accuracy is checked and no timing."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import nnscratch
+from nnscratch import transfer_study as study
+from nnscratch.training import set_generator_state
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "layer_transfer.py"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    state = nnscratch.rng.default_generator().bit_generator.state
+    threads = nnscratch.get_num_threads()
+    out = tmp_path_factory.mktemp("layer_transfer")
+    spec = importlib.util.spec_from_file_location("layer_transfer_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        returned = module.main(["--quick", "--seeds", "2", "--no-progress", "--out", str(out),
+                                "--json", str(out / "r.json")])
+    finally:
+        nnscratch.manual_seed(0)
+        set_generator_state(nnscratch.rng.default_generator(), state)
+    assert nnscratch.get_num_threads() == threads   # run_study restores the kernel thread count
+    return returned, json.loads((out / "r.json").read_text()), out
+
+
+def test_json_holds_every_run_and_the_summaries(quick_run):
+    returned, results, _ = quick_run
+    assert results["mode"] == "quick" and results["mechanics_hold"] is True
+    assert [one["seed"] for one in results["seeds"]] == [0, 1]
+    points = list(study.QUICK.points)
+    for one in results["seeds"]:
+        assert {(r["treatment"], r["n"]) for r in one["runs"]} == {(t, n) for t in study.TREATMENTS for n in points}
+        assert all(0.0 <= r["accuracy"] <= 1.0 for r in one["runs"])
+    assert set(results["table"]) == {"baseline", *study.TREATMENTS}
+    assert set(results["table"]["AnB"]) == {str(n) for n in points}
+    assert set(results["findings"]) == {"co_adaptation", "specificity", "boost"}
+    assert all(results["findings"][name]["seeds"] == 2 for name in results["findings"])
+    assert json.loads(json.dumps(returned)) == results
+
+
+def test_figures_are_pngs(quick_run):
+    _, results, out = quick_run
+    assert set(results["plots"]) == {"layer_transfer", "filters"}
+    for path in map(Path, results["plots"].values()):
+        assert path.parent == out and path.read_bytes()[:8] == PNG_MAGIC, path
+
+
+def test_refuses_zero_seeds(capsys):
+    spec = importlib.util.spec_from_file_location("layer_transfer_example2", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main(["--seeds", "0"])
+    assert "at least one seed" in capsys.readouterr().err
