@@ -24,7 +24,7 @@ from .module import Module, Parameter, enable_grad, inference, no_grad
 from .optim import SGD
 from .pooling import AvgPool2d, MaxPool2d
 from .rng import manual_seed
-from .training import History, TrainingDivergedError, evaluate, fit, predict
+from .training import History, TrainingDivergedError, evaluate, fit, predict, predict_proba
 from . import data, models, ops, reference  # noqa: E402  (submodules users reach as nnscratch.X)
 from . import malloc, serialization, training, transfer  # noqa: E402
 
@@ -36,6 +36,6 @@ __all__ = [
     "Softmax", "backend", "data", "enable_grad", "get_num_threads", "gradcheck", "inference", "malloc",
     "manual_seed", "models", "no_grad", "ops",
     "reference", "set_backend", "set_num_threads", "use_backend",
-    "History", "TrainingDivergedError", "evaluate", "fit", "predict", "serialization", "training",
+    "History", "TrainingDivergedError", "evaluate", "fit", "predict", "predict_proba", "serialization", "training",
     "transfer",
 ]

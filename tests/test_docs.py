@@ -21,11 +21,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GETTING_STARTED = ROOT / "docs" / "getting_started.md"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# Links to the study notebooks are skipped while these files do not exist yet (they are
-# checked as soon as they do). TODO(lead): empty this tuple once notebooks/*.ipynb are committed.
-NOT_YET_COMMITTED = ("notebooks/01_convolution_and_pooling.ipynb", "notebooks/02_backpropagation_and_gradcheck.ipynb",
-                     "notebooks/03_training_the_seed_net.ipynb", "notebooks/04_transfer_learning.ipynb")
-
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
@@ -97,10 +92,7 @@ def tracked_files():
 def _link_param(page, target):
     resolved = os.path.normpath((ROOT / page).parent.joinpath(target.split("#")[0]))
     relative = pathlib.Path(resolved).relative_to(ROOT).as_posix() if resolved.startswith(str(ROOT)) else resolved
-    marks = ()
-    if relative in NOT_YET_COMMITTED and not (ROOT / relative).exists():
-        marks = pytest.mark.skip(reason=f"{relative}: the notebooks are not committed yet (see NOT_YET_COMMITTED)")
-    return pytest.param(page, target, relative, id=f"{page}->{target}", marks=marks)
+    return pytest.param(page, target, relative, id=f"{page}->{target}")
 
 
 @pytest.mark.parametrize("page, target, relative", [_link_param(p, t) for p, t in relative_links()])
