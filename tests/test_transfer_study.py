@@ -79,7 +79,7 @@ def test_copy_layers_refuses_a_wrong_depth_or_shape():
     source, target = ts.transfer_net(), ts.transfer_net()
     with pytest.raises(ValueError, match=r"n=6 layers cannot be transferred; expected 0..5"):
         ts.copy_layers(source, target, 6)
-    with pytest.raises(ValueError, match=r"conv1.weight has shape \(4, 1, 3, 3\) in the source and \(6, 1, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"conv1.weight has shape \(8, 1, 3, 3\) in the source and \(6, 1, 3, 3\)"):
         ts.copy_layers(source, ts.transfer_net(channels=(6, 8, 8, 16)), 1)
 
 
@@ -161,7 +161,7 @@ def fake_results():
                 for n in (1, 2, 3)]
         return {"seed": s, "base": {"A": 0.99, "B": base}, "runs": runs, "sources_unchanged": True}
     return {"seeds": [seed(0, 0.90, [0.90, 0.85, 0.89], [0.92, 0.90, 0.80], [0.93, 0.95, 0.94]),
-                      seed(1, 0.92, [0.93, 0.93, 0.92], [0.93, 0.91, 0.85], [0.924, 0.93, 0.94])]}
+                      seed(1, 0.92, [0.93, 0.93, 0.92], [0.93, 0.91, 0.85], [0.922, 0.93, 0.94])]}
 
 
 def test_findings_measure_each_seed():
@@ -175,8 +175,8 @@ def test_findings_measure_each_seed():
     assert spec["holds_in_every_seed"]
     assert spec["per_seed"][0]["gap_last"] == pytest.approx(0.09)
     boost = found["boost"]
-    assert [r["margin"] for r in boost["per_seed"]] == pytest.approx([0.03, 0.004])
-    assert [r["holds"] for r in boost["per_seed"]] == [True, False]   # 0.4 points is within NOISE
+    assert [r["margin"] for r in boost["per_seed"]] == pytest.approx([0.03, 0.002])
+    assert [r["holds"] for r in boost["per_seed"]] == [True, False]   # 0.2 points is within NOISE
 
 
 def test_table_and_accuracies_and_text():
