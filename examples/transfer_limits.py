@@ -1,6 +1,6 @@
 """When transfer fails: data mismatch and task relatedness on MNIST, over several seeds.
 
-The seed article (section 2.3) says transfer is limited by the mismatch between the
+The seed article (section 5 and its Q4) says transfer is limited by the mismatch between the
 pre-training and the target data, and by how related the two tasks are. This script measures
 both with tasks derived from MNIST (:mod:`nnscratch.data_shifts`; nothing is downloaded), with
 the protocol of :mod:`nnscratch.transfer_limits` (shared with notebook 06). For each seed:

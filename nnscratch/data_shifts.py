@@ -1,8 +1,9 @@
 """Tasks derived from MNIST for studying when transfer fails: shifted inputs, changed labels.
 
 Transfer learning assumes that what a network learned on a source task is useful for the
-target. The seed article (section 2.3) names the two ways this breaks: the target *data* differ
-from the pre-training data (data mismatch), or the target *task* is unrelated to the source.
+target. The seed article (section 5 and its Q4, summarized in docs/seed.md) names the two ways
+this breaks: the target *data* differ from the pre-training data (data mismatch), or the target
+*task* is unrelated to the source.
 Both can be built from MNIST alone, so nothing is downloaded:
 
 * **input shifts** (:func:`shifts`) keep each image's label and change its pixels or its
