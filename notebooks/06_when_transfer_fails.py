@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 06 — When transfer fails: data mismatch and task relatedness
 #
-# The seed article (section 2.3, summarized in [docs/seed.md](../docs/seed.md)) ends its case for
-# transfer learning with two limits: transfer works less well when the target **data** differ from the
+# The seed article (its section 5 and Q4, summarized in [docs/seed.md](../docs/seed.md)) names two limits of
+# transfer learning: transfer works less well when the target **data** differ from the
 # pre-training data (*data mismatch*), and when the target **task** has little to do with the source task
 # (*task relatedness*). This notebook makes both measurable with tasks built from MNIST alone
 # (`nnscratch.data_shifts`; nothing is downloaded). The source task A is the digits 0–4, as in notebook 04.
