@@ -25,9 +25,9 @@
 # 5. watch gradient descent (the seed's section 3.3.4) recover a 3×3 edge filter from nothing but
 #    (digit, filtered digit) pairs.
 #
-# **Runtime** on 2 cores: about 10 s in full mode and 10 s in quick mode on an idle machine (up to
-# 25 s on a busy one; most of it is starting the kernel). `NNSCRATCH_QUICK=1`, used by the tests,
-# trains on 1,000 digits instead of 10,000 in the last experiment.
+# **Runtime** on 2 cores (measured 2026-12-01, kernel start included): 3 s in full mode and 2 s in
+# quick mode (up to 25 s on a busy machine). `NNSCRATCH_QUICK=1`, used by the tests, trains on
+# 1,000 digits instead of 10,000 in the last experiment.
 #
 # **Prerequisites.** Notebook 01 (the convolution and pooling formulas) and the derivative of a
 # function of one variable. The backward formulas are derived step by step in

@@ -26,9 +26,9 @@
 # 5. stop a run and resume it from a checkpoint with a bit-identical result;
 # 6. see why classifiers are trained with cross-entropy rather than the article's other loss, MSE.
 #
-# **Runtime** on 2 cores: about 2–3 minutes in full mode on an idle machine (the full 60,000-image
-# epoch takes about 50–60 s of it; 8 minutes were measured while five other jobs shared the two
-# cores), about 20 s in quick mode (85 s on the shared machine).
+# **Runtime** on 2 cores (measured 2026-12-01, kernel start included): 66 s in full mode (most of
+# it the full 60,000-image epoch; 8 minutes were measured while five other jobs shared the two
+# cores), 14 s in quick mode.
 # Quick mode (`NNSCRATCH_QUICK=1`, used by the tests) trains on 2,000 images instead of the full
 # epoch, tests on 1,000 test images instead of 10,000 and compares the losses on 1,000 images
 # instead of 10,000; every invariant is still checked, the accuracy claims are not.

@@ -18,9 +18,8 @@
 # - measure when transfer helps: three strategies at 10 and 100 labels per class, over several seeds;
 # - move weights to and from PyTorch.
 #
-# **Runtime on 2 cores:** full mode uses about 4 minutes of CPU time: roughly 2½ minutes of wall time on two
-# idle cores (measured: 10 minutes on a machine shared with five other jobs). Quick mode
-# (`NNSCRATCH_QUICK=1`) takes about 15 s idle (measured 27–45 s on the shared machine).
+# **Runtime on 2 cores** (measured 2026-12-01, kernel start included): 47 s in full mode (10 minutes
+# were measured on a machine shared with five other jobs); 4 s in quick mode (`NNSCRATCH_QUICK=1`).
 #
 # **Prerequisites:** notebook 03 (training the seed's Net: `fit`, `evaluate`, dropout in train and eval
 # mode). The formulas are in [docs/formulas.md](../docs/formulas.md); the same study as a script, with

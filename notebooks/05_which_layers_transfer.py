@@ -28,8 +28,8 @@
 # are bit-identical to their source and that frozen ones stay so, train frozen layers as cached features, read
 # a Figure-2 plot, and say which of the three findings hold on MNIST, with what spread over seeds, and why.
 #
-# **Runtime on 2 cores:** full mode (5 seeds, 27 trainings each) about 4 minutes (the study itself measured 205 s); quick mode
-# (`NNSCRATCH_QUICK=1`, one seed on a few hundred images) about 10 s.
+# **Runtime on 2 cores** (measured 2026-12-01, kernel start included): full mode (5 seeds, 27 trainings
+# each) 209 s; quick mode (`NNSCRATCH_QUICK=1`, one seed on a few hundred images) 3 s.
 #
 # **Prerequisites:** notebook 04 (freezing, `frozen_snapshot`, cached features with `extract_features`). The
 # protocol lives in `nnscratch/transfer_study.py`; `examples/layer_transfer.py` runs the same code as a script,

@@ -16,8 +16,8 @@
 # - see what frozen features are worth for a new task on the same images (parity), for new digits, and
 #   when they come from a network that learned nothing but noise (random labels).
 #
-# **Runtime on 2 cores:** full mode about 4 minutes (measured 256 s on a machine shared with other jobs);
-# quick mode (`NNSCRATCH_QUICK=1`) about 25 s. The same study over three seeds
+# **Runtime on 2 cores** (measured 2026-12-01, kernel start included): 37 s in full mode on a quiet
+# machine (256 s were measured on a machine shared with other jobs); 3 s in quick mode (`NNSCRATCH_QUICK=1`). The same study over three seeds
 # is `examples/transfer_limits.py`, whose numbers are in [docs/transfer_studies.md](../docs/transfer_studies.md).
 #
 # **Prerequisites:** notebook 04 (pre-training, `replace_head`, `freeze`, cached features, fine-tuning
