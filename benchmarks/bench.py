@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import gc
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -62,9 +63,14 @@ from pathlib import Path
 import numpy as np
 
 import nnscratch
-from nnscratch import malloc, torch_reference
+from nnscratch import malloc
 
 REPO = Path(__file__).resolve().parent.parent
+# The seed's PyTorch Net lives with the tests (tests/torch_reference.py), outside the installed
+# package since users never import it; loaded here by path.
+_spec = importlib.util.spec_from_file_location("torch_reference", REPO / "tests" / "torch_reference.py")
+torch_reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(torch_reference)
 
 BATCH = 64
 EPOCH_STEPS = math.ceil(60000 / BATCH)  # 938

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import nnscratch
-from nnscratch import SGD, CrossEntropyLoss, NLLLoss, models, torch_reference
+from nnscratch import SGD, CrossEntropyLoss, NLLLoss, models
+import torch_reference  # tests/torch_reference.py: the seed's PyTorch Net
 
 BACKENDS = ["numpy", "cython"]
 BATCH = 8

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 import nnscratch as nn
-from nnscratch import serialization, torch_reference, transfer
+from nnscratch import serialization, transfer
 from nnscratch.data import DataLoader
 from nnscratch.models import keras_transfer_net, seed_net
+import torch_reference  # tests/torch_reference.py: the seed's PyTorch Net
 
 PARAM_NAMES = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
                "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]

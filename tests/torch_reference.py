@@ -1,7 +1,9 @@
 """The seed article's PyTorch ``Net`` (section 4.2), for parity tests and benchmarks.
 
+It lives with the tests, outside the installed package, because users never import it:
+the tests import it as a sibling module and ``benchmarks/bench.py`` loads it from this folder.
 PyTorch is never a dependency of nnscratch: this module imports torch only when
-:func:`seed_net` is called, and nothing else in the package imports this module. The state
+:func:`seed_net` is called. The state
 dict keys (``conv1.weight``, …, ``fc2.bias``) are those of :func:`nnscratch.models.seed_net`,
 so weights copy across with :func:`nnscratch.transfer.to_torch_state_dict`.
 """
