@@ -28,7 +28,18 @@ from .training import History, TrainingDivergedError, evaluate, fit, predict, pr
 from . import data, models, ops, reference  # noqa: E402  (submodules users reach as nnscratch.X)
 from . import malloc, serialization, training, transfer  # noqa: E402
 
-__version__ = "0.1.0"
+
+
+def _installed_version():
+    """The version pyproject.toml declares (its one home), as the installed package metadata records it."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("nnscratch")
+    except PackageNotFoundError:  # imported from a source tree that was never `pip install`ed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = [
     "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GradcheckError", "Linear",
