@@ -359,7 +359,7 @@ def prepare_images(images, mean=0.5, std=0.5):
 # ---------------------------------------------------------------------------
 
 
-def _check_pair(images, labels):
+def _check_images_labels(images, labels):
     """Return `images` and `labels` as arrays, checking that they pair up."""
     images, labels = np.asarray(images), np.asarray(labels)
     if labels.ndim != 1:
@@ -404,7 +404,7 @@ class DataLoader:
 
     def __init__(self, images, labels, batch_size, shuffle=False, seed=0,
                  drop_last=False, transform=None):
-        images, labels = _check_pair(images, labels)
+        images, labels = _check_images_labels(images, labels)
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
         if int(batch_size) != batch_size or batch_size < 1:
@@ -474,7 +474,7 @@ def subset_by_labels(images, labels, keep, remap=True):
         Their labels: int64 in ``0 .. len(keep) - 1`` if `remap`, else the
         original labels.
     """
-    images, labels = _check_pair(images, labels)
+    images, labels = _check_images_labels(images, labels)
     keep = [int(label) for label in keep]
     if not keep or len(set(keep)) != len(keep):
         raise ValueError(f"keep must be a non-empty list of distinct labels, got {keep}")
@@ -515,7 +515,7 @@ def per_class_subset(images, labels, per_class, seed=0):
     ValueError
         If some class has fewer than `per_class` examples.
     """
-    images, labels = _check_pair(images, labels)
+    images, labels = _check_images_labels(images, labels)
     if per_class is None:
         return images.copy(), labels.copy()
     rng = np.random.default_rng(seed)
@@ -558,7 +558,7 @@ def train_val_split(images, labels, *, val_fraction=None, n_val=None, seed=0):
     val : tuple of :py:class:`ndarray <numpy.ndarray>`
         ``(images, labels)`` of the validation part, in original order.
     """
-    images, labels = _check_pair(images, labels)
+    images, labels = _check_images_labels(images, labels)
     n = len(labels)
     if (val_fraction is None) == (n_val is None):
         raise ValueError("give exactly one of val_fraction and n_val")

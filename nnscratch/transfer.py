@@ -199,22 +199,25 @@ def architecture(model, strict=True):
     return arch
 
 
-def _is_int(value, minimum=None):
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    return ok and (minimum is None or value >= minimum)
+_is_int = serialization._is_int  # a JSON integer: a Python int, not a bool (one checker for every header)
 
 
-def _check_pair(value, minimum):
-    if _is_int(value, minimum):
+def _int_at_least(value, minimum):
+    return _is_int(value) and value >= minimum
+
+
+def _int_or_int_pair(value, minimum):
+    """A kernel_size/stride/padding argument of the architecture header, normalized to a list of two."""
+    if _int_at_least(value, minimum):
         return [value, value]
-    if isinstance(value, list) and len(value) == 2 and all(_is_int(v, minimum) for v in value):
+    if isinstance(value, list) and len(value) == 2 and all(_int_at_least(v, minimum) for v in value):
         return list(value)
     raise ValueError(f"must be an int >= {minimum} or a list of two, got {value!r}")
 
 
 # class -> {argument: (required, checker returning the normalized value or raising ValueError)}
 def _positive(value):
-    if not _is_int(value, 1):
+    if not _int_at_least(value, 1):
         raise ValueError(f"must be a positive int, got {value!r}")
     return value
 
@@ -243,12 +246,19 @@ def _probability(value):
     return float(value)
 
 
-_POOL_ARGS = {"kernel_size": (True, lambda v: _check_pair(v, 1)), "stride": (False, lambda v: _check_pair(v, 1)),
-              "padding": (False, lambda v: _check_pair(v, 0))}
+def _size_pair(value):
+    return _int_or_int_pair(value, 1)
+
+
+def _padding_pair(value):
+    return _int_or_int_pair(value, 0)
+
+
+_POOL_ARGS = {"kernel_size": (True, _size_pair), "stride": (False, _size_pair), "padding": (False, _padding_pair)}
 _ARG_SPECS = {
     "Conv2d": {"in_channels": (True, _positive), "out_channels": (True, _positive),
-               "kernel_size": (True, lambda v: _check_pair(v, 1)), "stride": (False, lambda v: _check_pair(v, 1)),
-               "padding": (False, lambda v: _check_pair(v, 0)), "bias": (False, _bool), "dtype": (False, _dtype)},
+               "kernel_size": (True, _size_pair), "stride": (False, _size_pair),
+               "padding": (False, _padding_pair), "bias": (False, _bool), "dtype": (False, _dtype)},
     "Dense": {"in_features": (True, _positive), "out_features": (True, _positive), "bias": (False, _bool),
               "dtype": (False, _dtype)},
     "MaxPool2d": _POOL_ARGS, "AvgPool2d": _POOL_ARGS,
@@ -314,7 +324,7 @@ def _parameter_shapes(arch, prefix=""):
         if cls == "Sequential":
             shapes.update(_parameter_shapes(args["layers"], name + "."))
         elif cls == "Conv2d":
-            k = _check_pair(args["kernel_size"], 1)
+            k = _int_or_int_pair(args["kernel_size"], 1)
             shapes[f"{name}.weight"] = (args["out_channels"], args["in_channels"], k[0], k[1])
             if args.get("bias", True):
                 shapes[f"{name}.bias"] = (args["out_channels"],)
@@ -525,7 +535,7 @@ def _input_shape_list(input_shape, caller):
         return None
     shape = [int(d) if isinstance(d, np.integer) else d for d in input_shape] \
         if isinstance(input_shape, (tuple, list)) else None
-    if not shape or not all(_is_int(d, 1) for d in shape):
+    if not shape or not all(_int_at_least(d, 1) for d in shape):
         raise ValueError(f"{caller}: input_shape must be a tuple of positive ints such as (1, 28, 28), "
                          f"got {input_shape!r}")
     return [int(d) for d in shape]
@@ -893,7 +903,7 @@ def replace_head(model, num_classes, reinit=True, generator=None):
     -------
     model : the same object
     """
-    if not _is_int(num_classes, 1):
+    if not _int_at_least(num_classes, 1):
         raise ValueError(f"replace_head: num_classes must be a positive int, got {num_classes!r}")
     parent, name = _parent_and_name(model, head_name(model, "replace_head"))
     old = parent._modules[name]
@@ -994,7 +1004,7 @@ def adapt_input_channels(model, in_channels):
     -------
     model : the same object (unchanged if the channels already match)
     """
-    if not _is_int(in_channels, 1):
+    if not _int_at_least(in_channels, 1):
         raise ValueError(f"adapt_input_channels: in_channels must be a positive int, got {in_channels!r}")
     conv = next((m for m in model.modules() if isinstance(m, Conv2d)), None)
     if conv is None:
