@@ -1,6 +1,4 @@
 """Element-wise and normalizing activations: ``ReLU``, ``Softmax``, ``LogSoftmax``."""
-import numpy as np
-
 from . import ops
 from .module import Module
 
@@ -15,13 +13,14 @@ class ReLU(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         y = self._saved("_output")
-        self._check_grad_output(grad_output, y.shape)
+        ops.check_grad_output(grad_output, y.shape, self._where())
         return ops.relu_backward(y, grad_output, where=self._where()) if need_input_grad else None
 
 
 class _AlongDim(Module):
-    """What ``LogSoftmax`` and ``Softmax`` share: the axis ``dim`` they normalize along, the input
-    checks, and saving the output (both backward passes are written in terms of it)."""
+    """What ``LogSoftmax`` and ``Softmax`` share: the axis ``dim`` they normalize along and saving the
+    output (both backward passes are written in terms of it). ``_forward`` and ``_backward`` are the
+    :mod:`nnscratch.ops` functions of the subclass."""
 
     def __init__(self, dim=1):
         super().__init__()
@@ -31,42 +30,32 @@ class _AlongDim(Module):
         return f"dim={self.dim}"
 
     def forward(self, x):
-        x = ops.check_float_array(x, self._where())
-        if not -x.ndim <= self.dim < x.ndim:
-            raise ValueError(f"{self._where()}: dim {self.dim} is out of range for an input of shape {x.shape}")
-        y = self._normalize(x - x.max(axis=self.dim, keepdims=True))
+        y = self._forward(x, self.dim, where=self._where())
         self._save_for_backward(_output=y)
         return y
 
     def backward(self, grad_output, need_input_grad=True):
         y = self._saved("_output")
-        self._check_grad_output(grad_output, y.shape)
-        return self._input_grad(y, grad_output) if need_input_grad else None
+        ops.check_grad_output(grad_output, y.shape, self._where())
+        return self._backward(y, grad_output, self.dim, where=self._where()) if need_input_grad else None
 
 
 class LogSoftmax(_AlongDim):
     """``y_k = x_k - log Σ_j exp(x_j)`` along ``dim``, computed as ``x_k - m - log Σ_j exp(x_j - m)``
     with ``m = max_j x_j`` so that no exponential overflows (log-sum-exp).
 
-    Backward: ``∂L/∂x_k = g_k - exp(y_k) Σ_j g_j``.
+    Backward: ``∂L/∂x_k = g_k - exp(y_k) Σ_j g_j`` (see :func:`nnscratch.reference.log_softmax_forward`
+    and :func:`~nnscratch.reference.log_softmax_backward`).
     """
 
-    def _normalize(self, shifted):
-        return shifted - np.log(np.exp(shifted).sum(axis=self.dim, keepdims=True))
-
-    def _input_grad(self, y, g):
-        return g - np.exp(y) * g.sum(axis=self.dim, keepdims=True)
+    _forward, _backward = staticmethod(ops.log_softmax), staticmethod(ops.log_softmax_backward)
 
 
 class Softmax(_AlongDim):
     """``y_k = exp(x_k - m) / Σ_j exp(x_j - m)`` along ``dim`` with ``m = max_j x_j``.
 
-    Backward: ``∂L/∂x_k = y_k (g_k - Σ_j g_j y_j)``.
+    Backward: ``∂L/∂x_k = y_k (g_k - Σ_j g_j y_j)`` (see :func:`nnscratch.reference.softmax_forward`
+    and :func:`~nnscratch.reference.softmax_backward`).
     """
 
-    def _normalize(self, shifted):
-        e = np.exp(shifted)
-        return e / e.sum(axis=self.dim, keepdims=True)
-
-    def _input_grad(self, y, g):
-        return y * (g - (g * y).sum(axis=self.dim, keepdims=True))
+    _forward, _backward = staticmethod(ops.softmax), staticmethod(ops.softmax_backward)

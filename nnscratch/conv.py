@@ -57,7 +57,8 @@ class Conv2d(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         """``∂L/∂x`` (or ``None``); adds ``∂L/∂w`` and ``∂L/∂b = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` to the parameters'
-        ``.grad`` unless they are frozen."""
+        ``.grad`` unless they are frozen (see :func:`nnscratch.reference.conv2d_backward`
+        and :func:`~nnscratch.reference.conv2d_bias_backward`)."""
         x = self._saved("_input")
         grad_x, grad_weight = ops.conv2d_backward(
             x, self.weight.data, grad_output, self.stride, self.padding,
@@ -66,5 +67,5 @@ class Conv2d(Module):
         if grad_weight is not None:
             self.weight.accumulate_grad(grad_weight, copy=False)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=(0, 2, 3)), copy=False)
+            self.bias.accumulate_grad(ops.conv2d_bias_backward(grad_output, where=self._where()), copy=False)
         return grad_x

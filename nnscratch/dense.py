@@ -9,7 +9,8 @@ class Dense(Module):
     """Fully connected layer: ``y = x Wᵀ + b``, i.e. ``y[n, o] = b[o] + Σ_i x[n, i] W[o, i]``.
 
     Backward: ``∂L/∂W = (∂L/∂y)ᵀ x``, ``∂L/∂b = Σ_n ∂L/∂y[n]``, ``∂L/∂x = (∂L/∂y) W``
-    (see :func:`nnscratch.reference.linear_forward`; the active backend computes them).
+    (see :func:`nnscratch.reference.linear_forward`, ``linear_backward`` and ``linear_bias_backward``;
+    :mod:`nnscratch.ops` runs them on the active backend).
 
     ``weight`` has shape (out_features, in_features), as PyTorch's ``Linear``, so state dicts
     carry over unchanged. Input: (N, in_features).
@@ -43,7 +44,7 @@ class Dense(Module):
         if grad_weight is not None:
             self.weight.accumulate_grad(grad_weight, copy=False)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(np.asarray(grad_output).sum(axis=0), copy=False)
+            self.bias.accumulate_grad(ops.linear_bias_backward(grad_output, where=self._where()), copy=False)
         return grad_x
 
 

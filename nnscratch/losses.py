@@ -43,21 +43,6 @@ class LossValue(float):
             "between optimizer.zero_grad() and optimizer.step()")
 
 
-def _check_labels(input, target, where):
-    """``input`` (N, C) floats and ``target`` (N,) integer class labels in ``[0, C)``."""
-    input = ops.check_float_array(input, where, ndim=2, layout="(N, classes)")
-    target = np.asarray(target)
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"{where}: target must hold integer class labels, got dtype {target.dtype}")
-    if target.shape != (input.shape[0],):
-        raise ValueError(f"{where}: target has shape {target.shape}, expected ({input.shape[0]},) for input of shape {input.shape}")
-    if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
-        raise ValueError(
-            f"{where}: target labels must lie in [0, {input.shape[1]}), got min {target.min()} and max {target.max()}"
-        )
-    return input, target.astype(np.int64)
-
-
 class _Loss:
     """Shared ``reduction`` handling: ``"mean"`` (default) or ``"sum"``."""
 
@@ -68,11 +53,11 @@ class _Loss:
         self._grad = None
         self._nothing_kept = False
 
-    def _keep_for_backward(self, grad):
-        """Remember ``∂L/∂input`` for :meth:`backward`, unless the call runs inside
-        :func:`nnscratch.module.no_grad` or ``inference`` (as in ``evaluate``): then keep nothing."""
+    def _keep_for_backward(self, gradient, *args):
+        """Remember ``∂L/∂input = gradient(*args)`` for :meth:`backward`, unless the call runs inside
+        :func:`nnscratch.module.no_grad` or ``inference`` (as in ``evaluate``): then compute and keep nothing."""
         keep = keeps_for_backward()
-        self._grad, self._nothing_kept = (grad if keep else None), not keep
+        self._grad, self._nothing_kept = (gradient(*args) if keep else None), not keep
 
     def _scale(self, count):
         """``1/count`` for the mean (an empty batch has no mean: error), 1 for the sum."""
@@ -103,18 +88,14 @@ class CrossEntropyLoss(_Loss):
           = \\frac{1}{N} \\sum_n \\Big( \\log \\sum_j e^{z_{nj} - m_n} + m_n - z_{n t_n} \\Big),\\quad m_n = \\max_j z_{nj}
 
     (log-sum-exp: no exponential overflows). Gradient: ``∂L/∂z = (softmax(z) - onehot(t)) / N``.
+    See :func:`nnscratch.reference.cross_entropy_forward` and ``cross_entropy_backward``.
     """
 
     def __call__(self, input, target):
-        z, t = _check_labels(input, target, "CrossEntropyLoss")
-        shifted = z - z.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        rows = np.arange(len(t))
+        z, t = ops.check_labels(input, target, "CrossEntropyLoss")
         scale = self._scale(len(t))
-        grad = np.exp(log_probs)
-        grad[rows, t] -= 1.0
-        self._keep_for_backward(grad * z.dtype.type(scale))
-        return LossValue(-log_probs[rows, t].sum() * scale)
+        self._keep_for_backward(ops.cross_entropy_backward, z, t, scale)
+        return LossValue(ops.cross_entropy(z, t, scale))
 
 
 class NLLLoss(_Loss):
@@ -128,17 +109,15 @@ class NLLLoss(_Loss):
     Anything else -- typically logits, on which the loss would silently come out negative or
     meaningless -- raises :class:`ValueError`. Rows holding NaN or infinite values are not
     checked, so a diverging run still ends in a non-finite loss.
+    See :func:`nnscratch.reference.nll_forward` and ``nll_backward``.
     """
 
     def __call__(self, input, target):
-        y, t = _check_labels(input, target, "NLLLoss")
+        y, t = ops.check_labels(input, target, "NLLLoss")
         _check_log_probabilities(y)
-        rows = np.arange(len(t))
         scale = self._scale(len(t))
-        grad = np.zeros_like(y)
-        grad[rows, t] = -scale
-        self._keep_for_backward(grad)
-        return LossValue(-y[rows, t].sum() * scale)
+        self._keep_for_backward(ops.nll_backward, y, t, scale)
+        return LossValue(ops.nll(y, t, scale))
 
 
 def _check_log_probabilities(y):
@@ -156,14 +135,11 @@ def _check_log_probabilities(y):
 
 
 class MSELoss(_Loss):
-    """Mean squared error over all elements: ``L = 1/n Σ_i (y_i - t_i)²``; ``∂L/∂y = 2 (y - t) / n``."""
+    """Mean squared error over all elements: ``L = 1/n Σ_i (y_i - t_i)²``; ``∂L/∂y = 2 (y - t) / n``
+    (see :func:`nnscratch.reference.mse_forward` and ``mse_backward``)."""
 
     def __call__(self, input, target):
-        y = ops.check_float_array(input, "MSELoss")
-        t = np.asarray(target)
-        if t.shape != y.shape:
-            raise ValueError(f"MSELoss: target has shape {t.shape} but input has shape {y.shape}")
-        diff = y - t.astype(y.dtype, copy=False)
-        scale = self._scale(diff.size)
-        self._keep_for_backward(diff * y.dtype.type(2.0 * scale))
-        return LossValue((diff * diff).sum() * scale)
+        y, t = ops.check_regression_target(input, target, "MSELoss")
+        scale = self._scale(y.size)
+        self._keep_for_backward(ops.mse_backward, y, t, scale)
+        return LossValue(ops.mse(y, t, scale))

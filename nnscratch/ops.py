@@ -5,7 +5,9 @@ runs: ranks, channel counts, kernel versus padded input size, strides, paddings 
 dtypes. A bad argument raises ``ValueError`` or ``TypeError`` whose message starts with
 ``where`` (the layer, e.g. ``Conv2d(1, 32, kernel_size=(3, 3))``) and names the shapes.
 
-The formulas themselves are documented in :mod:`nnscratch.reference`.
+The formulas themselves are documented in :mod:`nnscratch.reference`. Where the compiled
+backend has no twin -- softmax and log-softmax, the losses' forward and backward, the bias
+gradients -- the functions here call :mod:`nnscratch.reference` whichever backend is active.
 """
 import numbers
 
@@ -52,8 +54,9 @@ def check_float_array(x, where, ndim=None, what="input", layout=None):
     return x if x.flags.c_contiguous else np.ascontiguousarray(x)  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
-def _check_grad_output(grad_y, expected_shape, where, dtype=None):
-    """``grad_y`` must have the forward output's shape; cast to ``dtype`` when given."""
+def check_grad_output(grad_y, expected_shape, where, dtype=None):
+    """``grad_y`` (the gradient ``∂L/∂y`` handed to a backward) must be a float array of the forward
+    output's shape; cast to ``dtype`` when given. The one check of ``grad_output``: layers call it too."""
     grad_y = check_float_array(grad_y, where, what="grad_output")
     if grad_y.shape != tuple(expected_shape):
         raise ValueError(f"{where}: grad_output has shape {grad_y.shape}, but the output had shape {tuple(expected_shape)}")
@@ -107,7 +110,7 @@ def relu(x, where="relu"):
 def relu_backward(y, grad_y, where="relu"):
     """``∂L/∂y · [y > 0]`` from the forward output ``y``: see :func:`nnscratch.reference.relu_backward`."""
     y = check_float_array(y, where, what="output")
-    grad_y = _check_grad_output(grad_y, y.shape, where, y.dtype)
+    grad_y = check_grad_output(grad_y, y.shape, where, y.dtype)
     return _backend.kernels().relu_backward(y, grad_y)
 
 
@@ -131,7 +134,7 @@ def dropout(x, p, key, where="dropout"):
 def dropout_backward(grad_y, p, key, output_shape, where="dropout"):
     """``∂L/∂y · m / (1 - p)``, the forward's mask recomputed from ``key``: see
     :func:`nnscratch.reference.dropout_backward`."""
-    grad_y = _check_grad_output(grad_y, output_shape, where)
+    grad_y = check_grad_output(grad_y, output_shape, where)
     p, key = _check_dropout(p, key, where)
     return _backend.kernels().dropout_backward(grad_y, p, key)
 
@@ -163,9 +166,15 @@ def linear(x, weight, bias=None, where="linear"):
 def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True, where="linear"):
     """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.linear_backward`."""
     x, weight = _check_linear(x, weight, where)
-    grad_y = _check_grad_output(grad_y, (x.shape[0], weight.shape[0]), where, x.dtype)
+    grad_y = check_grad_output(grad_y, (x.shape[0], weight.shape[0]), where, x.dtype)
     with _backend.kernel_blas():
         return _backend.kernels().linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
+
+
+def linear_bias_backward(grad_y, where="linear"):
+    """``∂L/∂b = Σ_n ∂L/∂y[n]`` for ``grad_y`` (N, out_features), summed in ``grad_y``'s dtype: see
+    :func:`nnscratch.reference.linear_bias_backward` (no compiled twin: the reference runs for both backends)."""
+    return reference.linear_bias_backward(check_float_array(grad_y, where, ndim=2, what="grad_output"))
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -198,9 +207,47 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, where="conv2d"):
 def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True, need_weight_grad=True, where="conv2d"):
     """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.conv2d_backward`."""
     x, weight, _, stride, padding, out_hw = _check_conv(x, weight, None, stride, padding, where)
-    grad_y = _check_grad_output(grad_y, (x.shape[0], weight.shape[0]) + out_hw, where, x.dtype)
+    grad_y = check_grad_output(grad_y, (x.shape[0], weight.shape[0]) + out_hw, where, x.dtype)
     with _backend.kernel_blas():
         return _backend.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
+
+
+def conv2d_bias_backward(grad_y, where="conv2d"):
+    """``∂L/∂b[f] = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` for an NCHW ``grad_y``, summed in its dtype: see
+    :func:`nnscratch.reference.conv2d_bias_backward` (no compiled twin: the reference runs for both backends)."""
+    return reference.conv2d_bias_backward(check_float_array(grad_y, where, ndim=4, what="grad_output"))
+
+
+# ----------------------------------------------------------------------------- softmax, log-softmax
+# (no compiled twins: the reference runs for both backends)
+
+def _check_along_dim(x, dim, where):
+    x = check_float_array(x, where)
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{where}: dim {dim} is out of range for an input of shape {x.shape}")
+    return x
+
+
+def softmax(x, dim=1, where="softmax"):
+    """``exp(x_k - m) / Σ_j exp(x_j - m)`` along ``dim``: see :func:`nnscratch.reference.softmax_forward`."""
+    return reference.softmax_forward(_check_along_dim(x, dim, where), dim)
+
+
+def softmax_backward(y, grad_y, dim=1, where="softmax"):
+    """``y_k (g_k - Σ_j g_j y_j)`` from the output ``y``: see :func:`nnscratch.reference.softmax_backward`."""
+    y = _check_along_dim(y, dim, where)
+    return reference.softmax_backward(y, check_grad_output(grad_y, y.shape, where), dim)
+
+
+def log_softmax(x, dim=1, where="log_softmax"):
+    """``x_k - log Σ_j exp(x_j)`` along ``dim``: see :func:`nnscratch.reference.log_softmax_forward`."""
+    return reference.log_softmax_forward(_check_along_dim(x, dim, where), dim)
+
+
+def log_softmax_backward(y, grad_y, dim=1, where="log_softmax"):
+    """``g_k - exp(y_k) Σ_j g_j`` from the output ``y``: see :func:`nnscratch.reference.log_softmax_backward`."""
+    y = _check_along_dim(y, dim, where)
+    return reference.log_softmax_backward(y, check_grad_output(grad_y, y.shape, where), dim)
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -230,7 +277,7 @@ def max_pool2d_backward(grad_y, argmax, input_shape, where="max_pool2d"):
     input_shape = tuple(int(s) for s in input_shape)
     if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
         raise TypeError(f"{where}: argmax must be the int64 array returned by the forward pass")
-    grad_y = _check_grad_output(grad_y, argmax.shape, where)
+    grad_y = check_grad_output(grad_y, argmax.shape, where)
     if len(input_shape) != 4 or argmax.shape[:2] != input_shape[:2]:
         raise ValueError(f"{where}: argmax shape {argmax.shape} does not fit input shape {input_shape}")
     if argmax.size and (argmax.min() < 0 or argmax.max() >= input_shape[2] * input_shape[3]):
@@ -251,7 +298,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
     if len(input_shape) != 4:
         raise ValueError(f"{where}: input_shape must be (N, C, H, W), got {input_shape}")
     kernel, stride, padding, out_hw = pool_geometry(input_shape, kernel_size, stride, padding, where)
-    grad_y = _check_grad_output(grad_y, input_shape[:2] + out_hw, where)
+    grad_y = check_grad_output(grad_y, input_shape[:2] + out_hw, where)
     return _backend.kernels().avgpool2d_backward(grad_y, input_shape, kernel, stride, padding)
 
 
@@ -279,3 +326,62 @@ def sgd_update(param, grad, buffer, lr, momentum=0.0, dampening=0.0, weight_deca
                          f"of the parameter's shape {param.shape}")
     _backend.kernels().sgd_update(param, grad, buffer, float(lr), float(momentum), float(dampening),
                                   float(weight_decay), bool(nesterov), bool(first))
+
+
+# ----------------------------------------------------------------------------- losses
+# (no compiled twins: the reference runs for both backends). ``scale`` is 1/N for the mean, 1 for the sum.
+
+def check_labels(input, target, where):
+    """``input`` (N, C) floats and ``target`` (N,) integer class labels in ``[0, C)``; returns
+    ``(input, target as int64)``, the arguments of the cross-entropy and NLL functions below."""
+    input = check_float_array(input, where, ndim=2, layout="(N, classes)")
+    target = np.asarray(target)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{where}: target must hold integer class labels, got dtype {target.dtype}")
+    if target.shape != (input.shape[0],):
+        raise ValueError(f"{where}: target has shape {target.shape}, expected ({input.shape[0]},) for input of shape {input.shape}")
+    if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
+        raise ValueError(
+            f"{where}: target labels must lie in [0, {input.shape[1]}), got min {target.min()} and max {target.max()}"
+        )
+    return input, target.astype(np.int64)
+
+
+def check_regression_target(input, target, where):
+    """``input`` a float array and ``target`` an array of its shape; returns ``(input, target in input's dtype)``,
+    the arguments of :func:`mse` and :func:`mse_backward`."""
+    input = check_float_array(input, where)
+    target = np.asarray(target)
+    if target.shape != input.shape:
+        raise ValueError(f"{where}: target has shape {target.shape} but input has shape {input.shape}")
+    return input, target.astype(input.dtype, copy=False)
+
+
+def cross_entropy(logits, target, scale):
+    """``-scale Σ_n log_softmax(z_n)[t_n]``: see :func:`nnscratch.reference.cross_entropy_forward`."""
+    return reference.cross_entropy_forward(logits, target, scale)
+
+
+def cross_entropy_backward(logits, target, scale):
+    """``scale (softmax(z) - onehot(t))``: see :func:`nnscratch.reference.cross_entropy_backward`."""
+    return reference.cross_entropy_backward(logits, target, scale)
+
+
+def nll(log_probs, target, scale):
+    """``-scale Σ_n y[n, t_n]``: see :func:`nnscratch.reference.nll_forward`."""
+    return reference.nll_forward(log_probs, target, scale)
+
+
+def nll_backward(log_probs, target, scale):
+    """``-scale [k = t_n]``: see :func:`nnscratch.reference.nll_backward`."""
+    return reference.nll_backward(log_probs, target, scale)
+
+
+def mse(input, target, scale):
+    """``scale Σ_i (y_i - t_i)²``: see :func:`nnscratch.reference.mse_forward`."""
+    return reference.mse_forward(input, target, scale)
+
+
+def mse_backward(input, target, scale):
+    """``2 scale (y - t)``: see :func:`nnscratch.reference.mse_backward`."""
+    return reference.mse_backward(input, target, scale)

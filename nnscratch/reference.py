@@ -13,9 +13,16 @@ With zero padding ``P`` and stride ``S`` the output height is ``(H + 2 P_h - K_h
 
 The loops below run over kernel offsets ``(p, q)`` only, never over pixels: each offset
 touches a whole strided slice of the batch at once.
+
+Softmax, log-softmax and the losses are in :mod:`nnscratch.reference_losses`, re-exported here.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from .reference_losses import (  # noqa: F401  (re-exported: every formula is reference.<name>)
+    cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward, mse_backward,
+    mse_forward, nll_backward, nll_forward, softmax_backward, softmax_forward,
+)
 
 
 def output_size(size, kernel, stride, padding):
@@ -127,11 +134,16 @@ def linear_forward(x, weight, bias):
 
 def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True):
     """Gradients of :func:`linear_forward`: ``∂L/∂x = (∂L/∂y) W`` and ``∂L/∂W = (∂L/∂y)ᵀ x``
-    (from ``∂y[n,o]/∂x[n,i] = W[o,i]`` and ``∂y[n,o]/∂W[o,i] = x[n,i]``). The bias gradient
-    ``Σ_n ∂L/∂y[n]`` is left to the layer. Returns ``(grad_x, grad_weight)``, each ``None`` when not asked for."""
+    (from ``∂y[n,o]/∂x[n,i] = W[o,i]`` and ``∂y[n,o]/∂W[o,i] = x[n,i]``). The bias gradient is
+    :func:`linear_bias_backward`. Returns ``(grad_x, grad_weight)``, each ``None`` when not asked for."""
     grad_x = grad_y @ weight if need_input_grad else None
     grad_weight = grad_y.T @ x if need_weight_grad else None
     return grad_x, grad_weight
+
+
+def linear_bias_backward(grad_y):
+    """Bias gradient of :func:`linear_forward`: ``∂y[n,o]/∂b[o] = 1``, so ``∂L/∂b[o] = Σ_n ∂L/∂y[n, o]``."""
+    return grad_y.sum(axis=0)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -175,8 +187,8 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
         \\frac{∂L}{∂x_{pad}[n,c,iS_h+p,jS_w+q]} \\mathrel{+}= \\sum_f \\frac{∂L}{∂y[n,f,i,j]} \\, w[f,c,p,q]
 
     (an input pixel receives a contribution from every window that contains it), and
-    ``∂L/∂x`` is ``∂L/∂x_pad`` with the padding cut away. The bias gradient
-    ``Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` is left to the layer.
+    ``∂L/∂x`` is ``∂L/∂x_pad`` with the padding cut away. The bias gradient is
+    :func:`conv2d_bias_backward`.
 
     Returns
     -------
@@ -196,6 +208,12 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
             contribution = np.einsum("nfhw,fc->nchw", grad_y, weight[:, :, p, q], optimize=True)
             grad_x_padded[_offset_slice(p, q, grad_y.shape[2:], stride)] += contribution
     return np.ascontiguousarray(_unpad(grad_x_padded, padding)), grad_weight
+
+
+def conv2d_bias_backward(grad_y):
+    """Bias gradient of :func:`conv2d_forward`: ``b[f]`` is added to every output pixel of map ``f``,
+    so ``∂L/∂b[f] = Σ_{n,i,j} ∂L/∂y[n, f, i, j]``."""
+    return grad_y.sum(axis=(0, 2, 3))
 
 
 # ----------------------------------------------------------------------------- max pooling

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from . import ops
 from .checkpoint import find_diverged_parameter, load_checkpoint, save_checkpoint, set_generator_state
 from .history import History
 from .module import inference
@@ -373,5 +374,4 @@ def predict_proba(model, images, batch_size=256, transform=None):
     ending in ``LogSoftmax`` (softmax of log-probabilities gives the probabilities back) as
     well as for one outputting logits."""
     outputs = forward_in_batches(model, images, batch_size, transform, "predict_proba")
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return ops.softmax(outputs, dim=1, where="predict_proba")
