@@ -4,7 +4,7 @@ A checkpoint is one :mod:`nnscratch.serialization` file (safetensors: it cannot 
 holding the arrays ``model.<parameter name>`` and ``optimizer.<index>.<state name>`` (e.g.
 ``optimizer.0.momentum_buffer``), and in its JSON header everything else a resumed run
 needs: the number of epochs completed, the :class:`~nnscratch.History`, the optimizer's
-hyper-parameters, the state of the library's random generator and of every layer's own
+hyper-parameters, the learning-rate scheduler's state, the state of the library's random generator and of every layer's own
 generator, and the training loader's epoch counter (which fixes its shuffle order).
 """
 import re
@@ -26,20 +26,21 @@ MAX_ENTRIES = 100_000
 """Most optimizer parameter groups, per-parameter states or list items a checkpoint may hold."""
 
 _REQUIRED = {"format", "format_version", "epoch", "rng"}
-_OPTIONAL = {"history", "optimizer", "train_loader_epoch"}
+_OPTIONAL = {"history", "optimizer", "scheduler", "train_loader_epoch"}
 _INDEX = re.compile(r"[0-9]{1,9}")
 _INDEXED = re.compile(r"[0-9]{1,9}\.[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 __all__ = ["find_diverged_parameter", "load_checkpoint", "save_checkpoint", "set_generator_state"]
 
 
-def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader=None):
+def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader=None, scheduler=None):
     """
     Write everything :func:`fit` needs to resume after `epoch` completed epochs, atomically.
 
     Arrays: ``model.<name>`` for each parameter, ``optimizer.<index>.<key>`` for each array
     of the optimizer's per-parameter state. JSON header: format and version, ``epoch``, the
-    history, the optimizer's param groups and non-array state, the library generator's state
+    history, the optimizer's param groups and non-array state, the `scheduler`'s ``state_dict``
+    (numbers only, e.g. ``LambdaLR``'s function is not saved), the library generator's state
     and each module's own generator state (keyed by module name), and the loader's epoch.
     """
     epoch = _check_count(int(epoch) if isinstance(epoch, np.integer) else epoch, MAX_EPOCH, f"save_checkpoint({str(path)!r}): epoch")
@@ -70,6 +71,8 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
         "epoch": epoch,
         "history": (history or History()).as_dict(),
         "optimizer": optimizer_header,
+        "scheduler": None if scheduler is None else {"class": type(scheduler).__name__,
+                                                     "state": _to_json(scheduler.state_dict())},
         "rng": {
             "default": _rng.state_to_json(_rng.default_generator().bit_generator.state),
             "modules": {name: _rng.state_to_json(generator.bit_generator.state)
@@ -80,16 +83,20 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
     serialization.save_file(path, arrays, header)
 
 
-def load_checkpoint(path, model, optimizer=None, train_loader=None, *, max_header_bytes=None):
+def load_checkpoint(path, model, optimizer=None, train_loader=None, *, scheduler=None, max_header_bytes=None):
     """
-    Restore a :func:`save_checkpoint` file into `model` (and `optimizer`, `train_loader`, the
-    random generators); return ``(epoch, history)``.
+    Restore a :func:`save_checkpoint` file into `model` (and `optimizer`, `train_loader`, `scheduler`,
+    the random generators); return ``(epoch, history)``. A checkpoint written with a scheduler is
+    refused when an `optimizer` but no `scheduler` is given (the resumed run would keep the
+    learning rate where it was instead of following the schedule).
 
     The file is checked completely before anything changes, and then everything changes at once
     (or, should a step still fail, is put back), so a refused file leaves the model, optimizer,
     loader and generators exactly as they were. Checked: the arrays against the model (the same
     parameter names, shapes and dtypes) and the optimizer; every header entry against its schema
     (``epoch`` an int in [0, :data:`MAX_EPOCH`], the history, the optimizer's hyper-parameters,
+    the scheduler's class and state (as its ``load_state_dict`` checks it: keys, ranges, one rate
+    per parameter group),
     each generator state: one of :data:`nnscratch.rng.BIT_GENERATORS`, with that class's fields,
     ranges and array sizes). A ``ValueError`` names the file, the entry, the value found and what
     was expected. `max_header_bytes` caps the JSON header (default: that of
@@ -97,12 +104,12 @@ def load_checkpoint(path, model, optimizer=None, train_loader=None, *, max_heade
     """
     limits = {} if max_header_bytes is None else {"max_header_bytes": max_header_bytes}
     arrays, header = serialization.load_file(path, **limits)
-    plan = _checked_plan(path, arrays, header, model, optimizer)
-    _apply(path, plan, model, optimizer, train_loader)
+    plan = _checked_plan(path, arrays, header, model, optimizer, scheduler)
+    _apply(path, plan, model, optimizer, train_loader, scheduler)
     return plan["epoch"], plan["history"]
 
 
-def _checked_plan(path, arrays, header, model, optimizer):
+def _checked_plan(path, arrays, header, model, optimizer, scheduler):
     """Check the whole checkpoint against the objects it will restore; return what to set."""
     if header.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an nnscratch checkpoint (header format {_short(header.get('format'))})")
@@ -121,9 +128,10 @@ def _checked_plan(path, arrays, header, model, optimizer):
     optimizer_state = None
     if optimizer is not None:
         optimizer_state = _optimizer_state(path, header.get("optimizer"), optimizer_arrays, optimizer)
+    scheduler_state = _scheduler_state(path, header.get("scheduler"), scheduler, optimizer)
     generators = _generator_plan(path, header["rng"], model)
     return {"epoch": epoch, "history": history, "model": model_state, "optimizer": optimizer_state,
-            "generators": generators, "loader_epoch": loader_epoch}
+            "scheduler": scheduler_state, "generators": generators, "loader_epoch": loader_epoch}
 
 
 def _split_arrays(path, arrays, model):
@@ -181,6 +189,32 @@ def _optimizer_state(path, saved, arrays, optimizer):
     return {"param_groups": groups, "state": state}
 
 
+def _scheduler_state(path, saved, scheduler, optimizer):
+    """The scheduler's attributes to set (checked by the scheduler), or ``None`` without a scheduler."""
+    where = f"{path}: scheduler"
+    if scheduler is None:
+        if saved is not None and optimizer is not None:
+            raise ValueError(f"{where}: the checkpoint was written with a {_short(saved.get('class') if isinstance(saved, dict) else saved)} "
+                             "learning-rate scheduler; pass the same scheduler (fit(..., scheduler=...) or "
+                             "load_checkpoint(..., scheduler=...)) so the resumed run follows its schedule")
+        return None
+    if saved is None:
+        raise ValueError(f"{where}: the checkpoint holds no scheduler state (it was written without a scheduler)")
+    _check_keys(saved, {"class", "state"}, {"class", "state"}, where)
+    if saved["class"] != type(scheduler).__name__:
+        raise ValueError(f"{where}: the checkpoint holds a {_short(saved['class'])} state, "
+                         f"the scheduler is a {type(scheduler).__name__}")
+    state = saved["state"]
+    if not isinstance(state, dict) or len(state) > 100:
+        raise ValueError(f"{where}: state must be an object of at most 100 entries, got {_short(state)}")
+    if not hasattr(scheduler, "checked_state"):  # not an nnscratch scheduler: plain values, checked by it on loading
+        return {key: _plain(value, f"{where}.state.{key}") for key, value in state.items()}
+    try:
+        return scheduler.checked_state(state, where=f"{where}.state")
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"{where}: the scheduler refuses the checkpoint's state: {exc}") from exc
+
+
 def _generator_plan(path, saved, model):
     """[(generator or None, module or None, bit generator class, state)] for every saved state."""
     _check_keys(saved, {"default", "modules"}, {"default", "modules"}, f"{path}: rng")
@@ -204,10 +238,11 @@ def _generator_plan(path, saved, model):
     return plan
 
 
-def _apply(path, plan, model, optimizer, train_loader):
+def _apply(path, plan, model, optimizer, train_loader, scheduler):
     """Set everything `plan` holds; if any step fails, put back what was set and re-raise."""
     old_params = {name: param.data for name, param in model.named_parameters()}
     old_optimizer = optimizer.state_dict() if plan["optimizer"] is not None else None
+    old_scheduler = scheduler.state_dict() if plan["scheduler"] is not None else None
     old_generators = [(generator, module, getattr(module, "generator", None),
                        None if generator is None else generator.bit_generator.state)
                       for generator, module, _, _ in plan["generators"]]
@@ -218,6 +253,11 @@ def _apply(path, plan, model, optimizer, train_loader):
                 optimizer.load_state_dict(plan["optimizer"])
             except (ValueError, TypeError, KeyError) as exc:
                 raise ValueError(f"{path}: the optimizer refuses the checkpoint's state: {exc}") from exc
+        if old_scheduler is not None:
+            try:
+                scheduler.load_state_dict(plan["scheduler"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(f"{path}: the scheduler refuses the checkpoint's state: {exc}") from exc
         model.load_state_dict(plan["model"])
         for generator, module, cls, state in plan["generators"]:
             if generator is None:  # the fresh model draws from the library generator: give it its own
@@ -230,6 +270,8 @@ def _apply(path, plan, model, optimizer, train_loader):
             param.data = old_params[name]
         if old_optimizer is not None:
             optimizer.load_state_dict(old_optimizer)
+        if old_scheduler is not None:
+            scheduler.load_state_dict(old_scheduler)
         for generator, module, module_generator, state in old_generators:
             if generator is None:
                 module.generator = module_generator

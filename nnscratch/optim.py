@@ -169,3 +169,6 @@ class SGD:
             hyper = ", ".join(f"{k}={group[k]}" for k in self.DEFAULTS)
             lines.append(f"  group {i}: {len(group['params'])} parameters, {hyper}")
         return "\n".join(lines)
+
+
+from . import lr_scheduler  # noqa: E402  (nnscratch.optim.lr_scheduler, as torch.optim.lr_scheduler)

@@ -81,7 +81,7 @@ class ParametersDivergedError(TrainingDivergedError):
 
 
 def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, checkpoint=None,
-        resume=None, progress=None, log_every=None, callback=None, max_param_abs=1e6):
+        resume=None, scheduler=None, progress=None, log_every=None, callback=None, max_param_abs=1e6):
     """
     Train `model` until `epochs` epochs are completed; return the :class:`History`.
 
@@ -102,10 +102,14 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
         before a `resume` (resuming a 1-epoch checkpoint with ``epochs=3`` runs 2 more).
     val_loader : iterable of ``(x, y)`` batches, optional
         Evaluated (:func:`evaluate`) after every epoch into ``val_loss``/``val_accuracy``.
+    scheduler : learning-rate scheduler, optional
+        E.g. ``nnscratch.optim.lr_scheduler.StepLR(optimizer, step_size=10)``; ``scheduler.step()``
+        is called after every epoch (after that epoch's optimizer steps and validation, PyTorch's
+        order) and its state is saved in and restored from checkpoints.
     checkpoint : str or path, optional
         File rewritten atomically after every epoch with everything needed to resume.
     resume : str or path, optional
-        A checkpoint to continue from: restores the parameters, optimizer state, history,
+        A checkpoint to continue from: restores the parameters, optimizer and scheduler state, history,
         random generator states and the loader's epoch counter (may equal `checkpoint`).
     max_param_abs : float or None
         Before writing a checkpoint, the parameters are checked: one holding a NaN or an infinity,
@@ -154,7 +158,7 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
 
     history, first_epoch = History(), 0
     if resume is not None:
-        first_epoch, history = load_checkpoint(resume, model, optimizer, train_loader)
+        first_epoch, history = load_checkpoint(resume, model, optimizer, train_loader, scheduler=scheduler)
 
     for epoch in range(first_epoch + 1, epochs + 1):  # counting from 1, as the seed prints it
         epoch_started = time.perf_counter()
@@ -172,11 +176,14 @@ def fit(model, criterion, optimizer, train_loader, epochs, val_loader=None, *, c
         history.epoch_time.append(now - epoch_started)
         history.total_time += now - started
         started = now
+        if scheduler is not None:
+            scheduler.step()
         if checkpoint is not None:
             diverged = find_diverged_parameter(model, max_param_abs)
             if diverged is not None:
                 raise ParametersDivergedError(epoch, *diverged, max_param_abs, checkpoint)
-            save_checkpoint(checkpoint, model, optimizer, epoch=epoch, history=history, train_loader=train_loader)
+            save_checkpoint(checkpoint, model, optimizer, epoch=epoch, history=history, train_loader=train_loader,
+                            scheduler=scheduler)
         if callback is not None and callback(epoch, history) is True:
             break
     history.total_time += time.perf_counter() - started
