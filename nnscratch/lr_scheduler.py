@@ -36,10 +36,7 @@ class LRScheduler:
     HYPER = ()
 
     def __init__(self, optimizer):
-        groups = getattr(optimizer, "param_groups", None)
-        if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) and "lr" in g for g in groups):
-            raise TypeError(f"{type(self).__name__}: expected an optimizer with param_groups holding an 'lr' "
-                            f"(e.g. nnscratch.SGD), got {type(optimizer).__name__}")
+        groups = _param_groups(optimizer, type(self).__name__)
         self.optimizer = optimizer
         self.base_lrs = [_check_rate(g["lr"], f"{type(self).__name__}: group {i} lr") for i, g in enumerate(groups)]
         self.last_epoch = 0
@@ -173,7 +170,7 @@ class LambdaLR(LRScheduler):
     """
 
     def __init__(self, optimizer, lr_lambda):
-        groups = getattr(optimizer, "param_groups", [])
+        groups = _param_groups(optimizer, "LambdaLR")
         lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * len(groups)
         if len(lambdas) != len(groups) or not all(callable(f) for f in lambdas):
             raise ValueError(f"LambdaLR: lr_lambda must be a function or a list of {len(groups)} functions "
@@ -184,6 +181,15 @@ class LambdaLR(LRScheduler):
     def get_lr(self):
         return [base * _check_rate(f(self.last_epoch), f"LambdaLR: lr_lambda({self.last_epoch}) of group {i}")
                 for i, (base, f) in enumerate(zip(self.base_lrs, self.lr_lambdas))]
+
+
+def _param_groups(optimizer, where):
+    """The optimizer's ``param_groups``, each a dict holding an ``lr``; raises ``TypeError`` otherwise."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) and "lr" in g for g in groups):
+        raise TypeError(f"{where}: expected an optimizer with param_groups holding an 'lr' "
+                        f"(e.g. nnscratch.SGD), got {type(optimizer).__name__}")
+    return groups
 
 
 def _check_rate(value, where):
