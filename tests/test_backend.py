@@ -9,6 +9,8 @@ import pytest
 
 import nnscratch
 
+from strategies import random_images
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -94,7 +96,7 @@ def test_both_backends_train_the_same_step():
             nnscratch.manual_seed(3)
             net = nnscratch.Sequential(nnscratch.Conv2d(1, 3, 3), nnscratch.ReLU(), nnscratch.MaxPool2d(2),
                                        nnscratch.Flatten(), nnscratch.Dense(27, 4)).double()
-            x = np.random.default_rng(0).standard_normal((5, 1, 8, 8))
+            x = random_images(5, size=8, dtype=np.float64)
             loss = nnscratch.CrossEntropyLoss()
             loss(net(x), np.arange(5) % 4)
             net.backward(loss.backward())

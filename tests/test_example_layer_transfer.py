@@ -1,6 +1,5 @@
 """examples/layer_transfer.py end to end in --quick mode (in-process): the JSON, the figures, the
 mechanics. Quick mode trains on tiny subsets, so no accuracy is checked and no timing."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,26 +7,17 @@ import pytest
 
 import nnscratch
 from nnscratch import transfer_study as study
-from nnscratch.training import set_generator_state
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "layer_transfer.py"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from strategies import PNG_MAGIC, library_rng_kept, load_example
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    state = nnscratch.rng.default_generator().bit_generator.state
     threads = nnscratch.get_num_threads()
     out = tmp_path_factory.mktemp("layer_transfer")
-    spec = importlib.util.spec_from_file_location("layer_transfer_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    try:
-        returned = module.main(["--quick", "--seeds", "2", "--no-progress", "--out", str(out),
-                                "--json", str(out / "r.json")])
-    finally:
-        nnscratch.manual_seed(0)
-        set_generator_state(nnscratch.rng.default_generator(), state)
+    with library_rng_kept():
+        returned = load_example("layer_transfer").main(["--quick", "--seeds", "2", "--no-progress", "--out", str(out),
+                                                        "--json", str(out / "r.json")])
     assert nnscratch.get_num_threads() == threads   # run_study restores the kernel thread count
     return returned, json.loads((out / "r.json").read_text()), out
 
@@ -55,9 +45,6 @@ def test_figures_are_pngs(quick_run):
 
 
 def test_refuses_zero_seeds(capsys):
-    spec = importlib.util.spec_from_file_location("layer_transfer_example2", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     with pytest.raises(SystemExit):
-        module.main(["--seeds", "0"])
+        load_example("layer_transfer").main(["--seeds", "0"])
     assert "at least one seed" in capsys.readouterr().err

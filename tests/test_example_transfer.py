@@ -3,7 +3,6 @@
 Quick mode trains on tiny subsets, so only sanity is checked, never the accuracy targets of
 the default run, and nothing about timing (the test machine may be busy).
 """
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,49 +10,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nnscratch
 from nnscratch import transfer
 from nnscratch.models import keras_transfer_net
-from nnscratch.training import set_generator_state
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist_transfer.py"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from strategies import PNG_MAGIC, is_fraction, library_rng_kept, load_example
+
 STRATEGIES = {"scratch", "feature_extraction", "fine_tuning"}
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("mnist_transfer_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
 def _keep_library_rng():
     """main() reseeds the library-wide generator; give the tests that run after these their
     random stream back untouched."""
-    state = nnscratch.rng.default_generator().bit_generator.state
-    yield
-    nnscratch.manual_seed(0)
-    set_generator_state(nnscratch.rng.default_generator(), state)
+    with library_rng_kept():
+        yield
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """Run the example once for all the tests of this file: (returned results, JSON, out dir)."""
-    state = nnscratch.rng.default_generator().bit_generator.state
     out = tmp_path_factory.mktemp("mnist_transfer")
     json_path = out / "r.json"
-    try:
-        returned = _load_example().main(["--quick", "--out", str(out), "--json", str(json_path)])
-    finally:
-        nnscratch.manual_seed(0)
-        set_generator_state(nnscratch.rng.default_generator(), state)
+    with library_rng_kept():
+        returned = load_example("mnist_transfer").main(["--quick", "--out", str(out), "--json", str(json_path)])
     return returned, json.loads(json_path.read_text()), out
-
-
-def _fraction(value):
-    return isinstance(value, float) and 0.0 <= value <= 1.0
 
 
 def test_json_structure(quick_run):
@@ -65,7 +45,7 @@ def test_json_structure(quick_run):
 
     stage1 = results["stage1"]
     assert stage1["reused"] is False
-    assert _fraction(stage1["test_accuracy"])
+    assert is_fraction(stage1["test_accuracy"])
     assert stage1["test_accuracy"] > 0.5  # sanity: even 1 short epoch learns something
 
     cache = results["feature_cache"]
@@ -78,7 +58,7 @@ def test_json_structure(quick_run):
     runs = results["runs"]
     assert {(r["strategy"], r["labels_per_class"]) for r in runs} == {(s, b) for s in STRATEGIES for b in budgets}
     for run in runs:
-        assert _fraction(run["accuracy"])
+        assert is_fraction(run["accuracy"])
         assert run["time"] >= 0 and run["steps"] >= 1
         assert run["train_size"] == 5 * int(run["labels_per_class"])  # class-balanced subset of 5 classes
 
@@ -86,7 +66,7 @@ def test_json_structure(quick_run):
     for strategy, cells in results["table"].items():
         assert set(cells) == set(budgets)
         for cell in cells.values():
-            assert _fraction(cell["mean"]) and cell["sd"] >= 0 and cell["n"] == 1
+            assert is_fraction(cell["mean"]) and cell["sd"] >= 0 and cell["n"] == 1
 
     for name, target in results["targets"].items():
         assert set(target) >= {"value", "threshold", "met"}, name
@@ -122,7 +102,7 @@ def test_reuse_weights_skips_pretraining(quick_run, tmp_path):
     """--weights PATH: stage 1 is skipped and the given file is used (and reported)."""
     _, results, _ = quick_run
     weights = results["stage1"]["weights"]
-    again = _load_example().main(["--quick", "--out", str(tmp_path), "--weights", weights])
+    again = load_example("mnist_transfer").main(["--quick", "--out", str(tmp_path), "--weights", weights])
     assert again["stage1"]["reused"] is True
     assert again["stage1"]["weights"] == weights
     assert not (tmp_path / "pretrained_0-4.safetensors").exists()

@@ -5,7 +5,6 @@ or a monkeypatched default) so that nothing here allocates more than a few megab
 """
 import gzip
 import json
-import os
 import re
 
 import numpy as np

@@ -17,11 +17,9 @@ from nnscratch import models, transfer
 from nnscratch.data import DataLoader
 from nnscratch.module import enable_grad, inference, no_grad
 
+from strategies import random_images
+
 NETS = {"seed_net": models.seed_net, "keras_transfer_net": models.keras_transfer_net}
-
-
-def images(n, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 1, 28, 28)).astype(np.float32)
 
 
 def held_arrays(model):
@@ -52,7 +50,7 @@ def modes(model):
 @pytest.mark.parametrize("net_name", NETS)
 @pytest.mark.parametrize("call", ["predict", "predict_proba", "evaluate", "extract_features"])
 def test_inference_leaves_the_model_holding_no_activations(net_name, call):
-    x = images(6)
+    x = random_images(6)
     classes = 10 if net_name == "seed_net" else 5
     # extract_features runs the layers before fc2 only: fc2 and what follows keep the training step's
     net = NETS[net_name]() if call == "extract_features" else trained_one_step(NETS[net_name], x, classes)
@@ -70,7 +68,7 @@ def test_inference_leaves_the_model_holding_no_activations(net_name, call):
 
 
 def test_extract_features_drops_what_the_layers_it_runs_kept():
-    x = images(6)
+    x = random_images(6)
     net = trained_one_step(models.seed_net, x, 10)
     transfer.extract_features(net, x, before="fc2", batch_size=4)
     assert set(held_arrays(net)) == {"fc2._input", "log_softmax._output"}  # not run: the training step's
@@ -81,7 +79,7 @@ def test_extract_features_drops_what_the_layers_it_runs_kept():
     nn.Flatten(), nn.LogSoftmax(dim=1), nn.Softmax(dim=1),
 ], ids=lambda layer: type(layer).__name__)
 def test_an_eval_or_no_grad_forward_keeps_nothing_and_backward_says_why(layer):
-    x = images(2)
+    x = random_images(2)
     if isinstance(layer, nn.Dense):
         x = x[:, 0, 0, :]
     layer.train()
@@ -109,10 +107,10 @@ def test_an_eval_or_no_grad_forward_keeps_nothing_and_backward_says_why(layer):
 
 
 def test_backward_after_predict_refuses_instead_of_using_older_activations():
-    x = images(4)
+    x = random_images(4)
     net = trained_one_step(models.seed_net, x, 10)
     net(x)  # a training forward: a backward could follow...
-    nn.predict(net, images(3, seed=1))  # ...but predict ran since, on other images
+    nn.predict(net, random_images(3, seed=1))  # ...but predict ran since, on other images
     with pytest.raises(RuntimeError, match=r"log_softmax|LogSoftmax.*kept nothing.*inside inference\(\)"):
         net.backward(np.ones((4, 10), dtype=np.float32))
 
@@ -123,7 +121,7 @@ def test_enable_grad_gives_the_training_mode_gradients_in_eval_mode():
         ("conv", nn.Conv2d(1, 2, 3)), ("relu", nn.ReLU()), ("pool", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
         ("fc", nn.Dense(2 * 13 * 13, 3)), ("log_softmax", nn.LogSoftmax(dim=1)),
     ]))
-    x, g = images(2), np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
+    x, g = random_images(2), np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
     net(x)
     grad_train = net.backward(g)
     weight_grad = net.conv.weight.grad.copy()
@@ -136,7 +134,7 @@ def test_enable_grad_gives_the_training_mode_gradients_in_eval_mode():
 
 
 def test_evaluate_leaves_the_criterion_holding_nothing():
-    x = images(4)
+    x = random_images(4)
     net, criterion = models.seed_net(), nn.NLLLoss()
     criterion(net(x), np.arange(4))
     nn.evaluate(net, criterion, DataLoader(x, np.arange(4), batch_size=4))
@@ -259,7 +257,7 @@ def test_threads_sharing_a_model_get_the_single_thread_answers(backend_name):
             nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
             nn.Dense(4 * 3 * 3, 10), nn.Dropout(0.5), nn.LogSoftmax(dim=1),
         )  # in training mode
-        x = np.random.default_rng(0).standard_normal((24, 1, 8, 8)).astype(np.float32)
+        x = random_images(24, size=8)
         labels = np.arange(24) % 10
         criterion = nn.NLLLoss()
         loader = DataLoader(x, labels, batch_size=8)

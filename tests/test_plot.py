@@ -15,7 +15,7 @@ import nnscratch as nn  # noqa: E402
 from nnscratch import models, plot  # noqa: E402
 from nnscratch.training import History  # noqa: E402
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from strategies import PNG_MAGIC  # noqa: E402
 
 
 def render(fig):

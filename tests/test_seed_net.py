@@ -5,6 +5,7 @@ import pytest
 
 import nnscratch
 from nnscratch import SGD, CrossEntropyLoss, NLLLoss, models
+
 import torch_reference  # tests/torch_reference.py: the seed's PyTorch Net
 
 BACKENDS = ["numpy", "cython"]

@@ -1,12 +1,10 @@
 """Tests for nnscratch.training (fit, evaluate, predict, checkpoints), nnscratch.serialization
 and the MNIST example's quick mode. Offline: MNIST comes from the repository's data/mnist."""
 
-import importlib.util
 import json
 import math
 import os
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from nnscratch import rng, serialization
 from nnscratch.data import REPO_MNIST_DIR, DataLoader
 from nnscratch.training import History, TrainingDivergedError, load_checkpoint, predict_proba
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist_train.py"
+from strategies import PNG_MAGIC, load_example
 
 
 # ---------------------------------------------------------------------------
@@ -575,9 +573,7 @@ def test_load_of_a_missing_file_raises_file_not_found(tmp_path):
 
 @pytest.mark.skipif(not (REPO_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(), reason="no repository MNIST copy")
 def test_mnist_example_quick_mode(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("mnist_train_example", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("mnist_train")
     out_json, out_png, out_ck = tmp_path / "out.json", tmp_path / "curves.png", tmp_path / "ck.safetensors"
 
     # 4000 training images (63 steps of 64): enough for > 80 % after one epoch with every seed
@@ -597,5 +593,5 @@ def test_mnist_example_quick_mode(tmp_path, capsys):
     assert result["history"]["val_accuracy"] == [result["test_accuracy"]] == history.val_accuracy
     assert result["backend"] == nn.backend() and result["threads"] == nn.get_num_threads()
     assert result["wall_time"] > 0
-    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
     assert serialization.load_file(out_ck)[1]["epoch"] == 1

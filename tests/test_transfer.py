@@ -21,7 +21,9 @@ import nnscratch as nn
 from nnscratch import serialization, transfer
 from nnscratch.data import DataLoader
 from nnscratch.models import keras_transfer_net, seed_net
+
 import torch_reference  # tests/torch_reference.py: the seed's PyTorch Net
+from strategies import random_images
 
 PARAM_NAMES = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
                "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
@@ -30,10 +32,6 @@ PARAM_NAMES = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
 def small_net(num_classes=5, hidden=16, seed=0):
     nn.manual_seed(seed)
     return keras_transfer_net(num_classes=num_classes, filters=4, hidden=hidden)
-
-
-def images(n=6, channels=1, size=28, seed=1, dtype=np.float32):
-    return np.random.default_rng(seed).standard_normal((n, channels, size, size)).astype(dtype)
 
 
 def eval_output(model, x):
@@ -61,7 +59,7 @@ def params_copy(model):
 
 def test_save_load_round_trip_identical_outputs(tmp_path):
     net = small_net(seed=0)
-    x = images()
+    x = random_images(6, seed=1)
     expected = eval_output(net, x)
     path = tmp_path / "w.safetensors"
     transfer.save_weights(net, path, metadata={"task": "digits 0-4"}, input_shape=(1, 28, 28))
@@ -123,7 +121,7 @@ def test_every_hyper_parameter_survives_load_model(tmp_path):
         ("soft", nn.Softmax(dim=1)),
         ("logsoft", nn.LogSoftmax(dim=-1)),
     ]))
-    x = images(3, channels=3, size=8)
+    x = random_images(3, seed=1, channels=3, size=8)
     expected = eval_output(net, x)
     path = tmp_path / "w.safetensors"
     transfer.save_weights(net, path, input_shape=(3, 8, 8))
@@ -140,7 +138,7 @@ def test_every_hyper_parameter_survives_load_model(tmp_path):
 
 def test_float64_model_round_trip(tmp_path):
     net = small_net().double()
-    x = images(dtype=np.float64)
+    x = random_images(6, seed=1, dtype=np.float64)
     path = tmp_path / "w64.safetensors"
     transfer.save_weights(net, path)
     rebuilt = transfer.load_model(path)
@@ -164,7 +162,7 @@ def test_load_weights_accepts_a_fit_checkpoint(tmp_path):
     nn.training.save_checkpoint(path, net, nn.SGD(net.parameters(), lr=0.1, momentum=0.9), epoch=1)
     other = small_net(seed=4)
     assert transfer.load_weights(other, path).loaded == PARAM_NAMES
-    x = images()
+    x = random_images(6, seed=1)
     np.testing.assert_array_equal(eval_output(other, x), eval_output(net, x))
 
 
@@ -443,7 +441,7 @@ class _Spy:
 
 
 def _forward_backward(net, need_input_grad=False):
-    x = images(4)
+    x = random_images(4, seed=1)
     y = np.array([0, 1, 2, 3])
     criterion = nn.CrossEntropyLoss()
     criterion(net(x), y)
@@ -571,7 +569,7 @@ def test_replace_head():
     assert net.names() == names and net.fc2 is not old
     assert isinstance(net.fc2, nn.Dense) and (net.fc2.in_features, net.fc2.out_features) == (16, 3)
     assert net.fc2.weight.requires_grad and net.fc2.bias.requires_grad
-    assert eval_output(net, images()).shape == (6, 3)
+    assert eval_output(net, random_images(6, seed=1)).shape == (6, 3)
 
     seed = transfer.replace_head(seed_net(), 4)
     assert seed.names()[-2:] == ["fc2", "log_softmax"] and seed.fc2.weight.shape == (4, 128)
@@ -580,7 +578,7 @@ def test_replace_head():
 def test_replace_head_reinit_false_keeps_rows():
     net = small_net(num_classes=5)
     w, b = net.fc2.weight.data.copy(), net.fc2.bias.data.copy()
-    x = images()
+    x = random_images(6, seed=1)
     out = eval_output(net, x)
     transfer.replace_head(net, 5, reinit=False)  # same size: the layer's values are kept exactly
     np.testing.assert_array_equal(eval_output(net, x), out)
@@ -612,7 +610,7 @@ def test_cut_and_extend_share_layers():
     new = transfer.extend(transfer.cut(net, before="fc1"), [("fc1", nn.Dense(576, 8)), ("relu3", nn.ReLU()),
                                                      ("out", nn.Dense(8, 2))])
     assert new.conv2 is net.conv2 and new.fc1 is not net.fc1
-    assert eval_output(new, images()).shape == (6, 2)
+    assert eval_output(new, random_images(6, seed=1)).shape == (6, 2)
     with pytest.raises(ValueError, match="exists already"):
         transfer.extend(net, [("conv1", nn.ReLU())])
     assert net.names()[-1] == "fc2"  # the original is untouched
@@ -622,7 +620,7 @@ def test_cut_and_extend_share_layers():
 def test_adapt_input_channels_one_to_three(dtype, tol):
     net = small_net().to(dtype)
     transfer.freeze(net, "conv1")
-    gray = images(4, dtype=dtype)
+    gray = random_images(4, seed=1, dtype=dtype)
     expected = eval_output(net, gray)
     w = net.conv1.weight.data.copy()
     transfer.adapt_input_channels(net, 3)
@@ -639,7 +637,7 @@ def test_adapt_input_channels_three_to_one(dtype, tol):
     net = nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(3, 4, 3, dtype=dtype)), ("relu1", nn.ReLU()), ("flatten", nn.Flatten()),
         ("fc", nn.Dense(4 * 6 * 6, 3, dtype=dtype))]))
-    gray = images(4, size=8, dtype=dtype)
+    gray = random_images(4, seed=1, size=8, dtype=dtype)
     expected = eval_output(net, np.repeat(gray, 3, axis=1))
     w = net.conv1.weight.data.copy()
     transfer.adapt_input_channels(net, 1)
@@ -658,7 +656,7 @@ def test_adapt_input_channels_three_to_one(dtype, tol):
 def test_extract_features_equals_the_cut_model_in_eval_mode():
     net = small_net()
     net.train()
-    x = images(10)
+    x = random_images(10, seed=1)
     features = transfer.extract_features(net, x, before="fc2", batch_size=3)
     assert features.shape == (10, 16)
     assert net.training and all(m.training for m in net.modules())  # mode restored
@@ -788,7 +786,7 @@ def test_state_dict_round_trip_without_torch():
     assert exported["fc1.weight"][0, 0] != source.fc1.weight.data[0, 0]
     report = transfer.from_torch_state_dict(target, {k: _FakeTensor(v) for k, v in source.state_dict().items()})
     assert report.ok and report.loaded == PARAM_NAMES
-    x = images()
+    x = random_images(6, seed=1)
     np.testing.assert_array_equal(eval_output(target, x), eval_output(source, x))
     with pytest.raises(ValueError, match="fc2.weight: model \\(3, 16\\) vs state dict \\(5, 16\\)"):
         transfer.from_torch_state_dict(small_net(num_classes=3), source.state_dict())
@@ -816,7 +814,7 @@ def test_pytorch_parity_seed_net():
     torch.manual_seed(0)
     tnet = torch_reference.seed_net().eval()
     net = seed_net().eval()
-    x = images(8)
+    x = random_images(8, seed=1)
 
     report = transfer.from_torch_state_dict(net, tnet.state_dict())
     assert report.ok and report.loaded == PARAM_NAMES

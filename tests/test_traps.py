@@ -12,6 +12,8 @@ import pytest
 import nnscratch as nn
 from nnscratch.losses import LossValue
 
+from strategies import random_images
+
 
 def log_softmax(z):
     shifted = z - z.max(axis=1, keepdims=True)
@@ -97,7 +99,7 @@ def test_extract_features_before_is_the_first_layer_not_run():
 
     nn.manual_seed(0)
     net = nn.models.seed_net()
-    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    x = random_images(3)
     features = transfer.extract_features(net, x, before="fc2")
     assert features.shape == (3, 128)  # what feeds fc2 (128 inputs), fc2 itself not run
     assert transfer.cut(net, before="fc2").names()[-1] == "dropout2"

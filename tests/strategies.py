@@ -1,0 +1,47 @@
+"""What several test files share, in one place: their random inputs, the checks of what the
+examples write, and running an example's ``main()`` in-process.
+
+The tests import it as a sibling module (``from strategies import random_images``): pytest puts
+``tests/`` on ``sys.path``. Hypothesis strategies that more than one file draws from belong here.
+"""
+import contextlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+import nnscratch
+from nnscratch.training import set_generator_state
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG file
+
+
+def random_images(n, seed=0, channels=1, size=28, dtype=np.float32):
+    """``n`` standard-normal "images" of shape (n, channels, size, size) drawn from ``default_rng(seed)``."""
+    return np.random.default_rng(seed).standard_normal((n, channels, size, size)).astype(dtype)
+
+
+def is_fraction(value):
+    """An accuracy as the examples report it: a float in [0, 1]."""
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def load_example(name):
+    """``examples/<name>.py`` as a module, without running it (call its ``main(argv)``)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_example", REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def library_rng_kept():
+    """An example's ``main()`` reseeds the library-wide generator: give the tests that run after
+    it their random stream back untouched."""
+    state = nnscratch.rng.default_generator().bit_generator.state
+    try:
+        yield
+    finally:
+        nnscratch.manual_seed(0)
+        set_generator_state(nnscratch.rng.default_generator(), state)
