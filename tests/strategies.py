@@ -45,3 +45,14 @@ def library_rng_kept():
     finally:
         nnscratch.manual_seed(0)
         set_generator_state(nnscratch.rng.default_generator(), state)
+
+
+def pair(value):
+    """A kernel_size/stride/padding as ``(height, width)``: an int means the same for both."""
+    return (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+
+
+def output_hw(h, w, kernel, stride, padding):
+    """Output height and width of a convolution or pooling window: ``(h + 2p - k) // s + 1`` per axis."""
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
