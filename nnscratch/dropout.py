@@ -47,7 +47,7 @@ class Dropout(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         output_shape = self._saved("_output_shape")
-        self._check_grad_output(grad_output, output_shape)
+        grad_output = ops.check_grad_output(grad_output, output_shape, self._where())
         if not need_input_grad:
             return None
         if self._key is None:

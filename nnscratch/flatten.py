@@ -26,5 +26,5 @@ class Flatten(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         shape = self._saved("_input_shape")
-        self._check_grad_output(grad_output, self._output_shape)
+        grad_output = ops.check_grad_output(grad_output, self._output_shape, self._where())
         return grad_output.reshape(shape) if need_input_grad else None

@@ -320,13 +320,6 @@ class Module:
         """How error messages name this layer, e.g. ``Conv2d(1, 32, kernel_size=(3, 3))``."""
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _check_grad_output(self, grad_output, shape):
-        """``grad_output`` must have the shape of the forward output; raise naming this layer otherwise."""
-        if np.shape(grad_output) != tuple(shape):
-            raise ValueError(f"{self._where()}: grad_output has shape {np.shape(grad_output)}, "
-                             f"but the output had shape {tuple(shape)}")
-        return grad_output
-
     def _acts_as_training(self):
         """What layers consult instead of ``self.training``: false inside :func:`inference` too."""
         return self.training and not _forward_mode.inference
