@@ -660,7 +660,8 @@ def print_table(report):
         ms = row["ms"]
         lines.append([label, "ms", fmt(ms["cython"]), fmt(ms["numpy"]), fmt(ms["torch"]),
                       fmt(row["ratio_cython_over_torch"], "ratio"), fmt(row["speedup_numpy_over_cython"], "ratio"),
-                      fmt(row["gflops"]["cython"]) if row["flops"] else "", fmt(row["pct_of_sgemm_ceiling"], "pct") if row["flops"] else ""])
+                      fmt(row["gflops"]["cython"]) if row["flops"] else "",
+                      fmt(row["pct_of_sgemm_ceiling"], "pct") if row["flops"] else ""])
     lines.append(None)
     est = report["epoch_estimate_s"]
     lines.append(["estimated epoch (median step × 938)", "s", fmt(est["cython"]), fmt(est["numpy"]), fmt(est["torch"]),
@@ -816,7 +817,8 @@ def main(argv=None):
             "min_ms": {impl: (min(samples[impl]) * 1e3 if samples.get(impl) else None) for impl in IMPLS},
             "samples_ms": {impl: [s * 1e3 for s in samples.get(impl, [])] for impl in IMPLS},
             "calls_per_sample": {impl: cases[key][impl].inner for impl in IMPLS if impl in cases[key]},
-            "cpu_wall_s": {impl: [sum(c for c, _ in sampled_cpu(cases[key][impl])), sum(w for _, w in sampled_cpu(cases[key][impl]))]
+            "cpu_wall_s": {impl: [sum(c for c, _ in sampled_cpu(cases[key][impl])),
+                                  sum(w for _, w in sampled_cpu(cases[key][impl]))]
                            for impl in IMPLS if impl in cases[key]},
             "ratio_cython_over_torch": ratio(ms["cython"], ms["torch"]),
             "speedup_numpy_over_cython": ratio(ms["numpy"], ms["cython"]),
@@ -876,7 +878,8 @@ def main(argv=None):
         "command": [sys.executable] + sys.argv,
         "settings": {"batch": BATCH, "dtype": "float32", "repeats": args.repeats, "step_repeats": args.step_repeats,
                      "numpy_repeats": args.numpy_repeats, "numpy_step_repeats": args.numpy_step_repeats,
-                     "warmup": args.warmup, "numpy_warmup": args.numpy_warmup, "quick": args.quick, "threads": args.threads, "interleaved": True,
+                     "warmup": args.warmup, "numpy_warmup": args.numpy_warmup, "quick": args.quick, "threads": args.threads,
+                     "interleaved": True,
                      "sgd": {"lr": LR, "momentum": MOMENTUM}},
         "machine": machine, "versions": versions, "blas": info,
         "torch_parallel_info": torch.__config__.parallel_info() if torch is not None else None,
@@ -890,7 +893,8 @@ def main(argv=None):
             "speedup_numpy_over_cython": "numpy ms / cython ms",
             "per_op": "layer forward / backward as the network calls them, bias included; torch via F.* with autograd on "
                       "and torch.autograd.grad for the backward",
-            "train_step": "zero_grad + forward (train mode, dropout) + NLLLoss + backward (no input gradient) + SGD momentum step",
+            "train_step": ("zero_grad + forward (train mode, dropout) + NLLLoss + backward (no input gradient)"
+                           " + SGD momentum step"),
             "inference_forward": "forward in eval mode (torch under no_grad)",
             "cores_used": "process CPU seconds / wall seconds over the timed samples of each implementation "
                           "(all rows); below the thread count when the machine is busy",

@@ -25,8 +25,8 @@ from .optim import SGD
 from .pooling import AvgPool2d, MaxPool2d
 from .rng import manual_seed
 from .training import History, TrainingDivergedError, evaluate, fit, predict, predict_proba
-from . import data, models, ops, reference  # noqa: E402  (submodules users reach as nnscratch.X)
-from . import malloc, serialization, training, transfer  # noqa: E402
+from . import data, models, ops, reference  # submodules users reach as nnscratch.X
+from . import malloc, serialization, training, transfer
 
 
 

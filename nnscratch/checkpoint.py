@@ -43,7 +43,8 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
     (numbers only, e.g. ``LambdaLR``'s function is not saved), the library generator's state
     and each module's own generator state (keyed by module name), and the loader's epoch.
     """
-    epoch = _check_count(int(epoch) if isinstance(epoch, np.integer) else epoch, MAX_EPOCH, f"save_checkpoint({str(path)!r}): epoch")
+    epoch = _check_count(int(epoch) if isinstance(epoch, np.integer) else epoch, MAX_EPOCH,
+                         f"save_checkpoint({str(path)!r}): epoch")
     generators = {"the library generator": _rng.default_generator(), **_module_generators(model)}
     for name, generator in generators.items():
         if type(generator.bit_generator) not in _rng.BIT_GENERATORS.values():
@@ -194,7 +195,8 @@ def _scheduler_state(path, saved, scheduler, optimizer):
     where = f"{path}: scheduler"
     if scheduler is None:
         if saved is not None and optimizer is not None:
-            raise ValueError(f"{where}: the checkpoint was written with a {_short(saved.get('class') if isinstance(saved, dict) else saved)} "
+            saved_class = _short(saved.get("class") if isinstance(saved, dict) else saved)
+            raise ValueError(f"{where}: the checkpoint was written with a {saved_class} "
                              "learning-rate scheduler; pass the same scheduler (fit(..., scheduler=...) or "
                              "load_checkpoint(..., scheduler=...)) so the resumed run follows its schedule")
         return None

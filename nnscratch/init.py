@@ -17,7 +17,10 @@ def fan_in(shape):
     return int(np.prod(shape[1:]))
 
 
-def kaiming_uniform(shape, a=math.sqrt(5), generator=None, dtype=np.float32):
+SQRT_5 = math.sqrt(5)  # PyTorch's default negative slope for weights, a = √5
+
+
+def kaiming_uniform(shape, a=SQRT_5, generator=None, dtype=np.float32):
     """``U(-b, b)``, ``b = √(2 / (1 + a²)) · √(3 / fan_in)`` (He et al. 2015, PyTorch's default for weights)."""
     bound = math.sqrt(2.0 / (1 + a * a)) * math.sqrt(3.0 / fan_in(shape))
     generator = generator or default_generator()

@@ -17,8 +17,9 @@ on the machine of ``docs/performance.md``. Two settings remove them:
 The cost: memory freed by arrays under 32 MiB stays with the process (reused by the next
 allocations, not returned to the system), as in PyTorch's caching allocators: after freeing 1.5 GB
 of arrays, a process may still hold 1.6 GB. So it suits a training script, not a library import or
-a long-lived server. Only glibc is touched; nothing happens when ``NNSCRATCH_KEEP_FREED_MEMORY=0`` or when the user set glibc's own
-``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (their choice wins).
+a long-lived server. Only glibc is touched; nothing happens when ``NNSCRATCH_KEEP_FREED_MEMORY=0``
+or when the user set glibc's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (their
+choice wins).
 """
 import ctypes
 import os

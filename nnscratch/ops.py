@@ -261,7 +261,8 @@ def pool_geometry(input_shape, kernel, stride, padding, where):
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{where}: padding {padding} must be at most half of kernel_size {kernel}")
     if input_shape[2] == 0 or input_shape[3] == 0:
-        raise ValueError(f"{where}: cannot pool an empty {input_shape[2]}x{input_shape[3]} plane (input shape {tuple(input_shape)})")
+        raise ValueError(f"{where}: cannot pool an empty {input_shape[2]}x{input_shape[3]} plane "
+                         f"(input shape {tuple(input_shape)})")
     return kernel, stride, padding, window_output_size(input_shape, kernel, stride, padding, where)
 
 
@@ -339,7 +340,8 @@ def check_labels(input, target, where):
     if target.dtype.kind not in "iu":
         raise TypeError(f"{where}: target must hold integer class labels, got dtype {target.dtype}")
     if target.shape != (input.shape[0],):
-        raise ValueError(f"{where}: target has shape {target.shape}, expected ({input.shape[0]},) for input of shape {input.shape}")
+        raise ValueError(f"{where}: target has shape {target.shape}, expected ({input.shape[0]},) "
+                         f"for input of shape {input.shape}")
     if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
         raise ValueError(
             f"{where}: target labels must lie in [0, {input.shape[1]}), got min {target.min()} and max {target.max()}"

@@ -171,4 +171,4 @@ class SGD:
         return "\n".join(lines)
 
 
-from . import lr_scheduler  # noqa: E402  (nnscratch.optim.lr_scheduler, as torch.optim.lr_scheduler)
+from . import lr_scheduler  # noqa: E402, F401  (nnscratch.optim.lr_scheduler, as torch.optim.lr_scheduler)

@@ -1227,7 +1227,7 @@ def _propagate(model, shape):
             try:
                 out, flops = _layer_shape_flops(layer, tuple(shape))
                 shape = out
-            except Exception as exc:  # noqa: BLE001 - reported in the summary
+            except Exception as exc:  # any failure is reported in the summary's row
                 error = f"layer {name!r} ({type(layer).__name__}) {exc}"
         rows.append((name, layer, out, flops))
         total += flops
@@ -1279,7 +1279,7 @@ def summary(model, optimizer=None, input_shape=(1, 1, 28, 28)):
     if input_shape is not None:
         rows, total_flops, error = _propagate(model, tuple(int(d) for d in input_shape))
     else:
-        rows, total_flops, error = [(n, l, None, 0) for n, l in _leaves(model)], 0, None
+        rows, total_flops, error = [(name, layer, None, 0) for name, layer in _leaves(model)], 0, None
     in_opt, groups = _optimizer_groups(optimizer) if optimizer is not None else ({}, [])
     table = [("layer", "class", "output shape", "params", "trainable", "in optimizer", "lr", "FLOPs")]
     for name, layer, out, flops in rows:
@@ -1349,7 +1349,7 @@ def _to_numpy(name, value):
             if hasattr(value, "numpy"):
                 value = value.numpy()
         array = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001 - e.g. a bfloat16 tensor
+    except Exception as exc:  # e.g. a bfloat16 tensor
         raise ValueError(f"from_torch_state_dict: cannot convert {name!r} ({type(value).__name__}) to a NumPy "
                          f"array: {exc} (convert it with .float() first)") from exc
     return _check_numeric(name, array, "from_torch_state_dict")

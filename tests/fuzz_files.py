@@ -342,7 +342,7 @@ def run_reader(reader, path):
     try:
         READERS[reader](path, model, optimizer, loader)
         result["error"] = None
-    except BaseException as exc:  # noqa: BLE001 - we classify whatever happens
+    except BaseException as exc:  # we classify whatever happens
         result["error"] = type(exc).__name__
         result["message"] = str(exc)[:300]
         result["where"] = traceback.extract_tb(exc.__traceback__)[-1].name if exc.__traceback__ else ""
@@ -362,7 +362,7 @@ def run_case(reader, path, timeout):
         os.close(read_end)
         try:
             payload = json.dumps(run_reader(reader, path)).encode()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             payload = json.dumps({"error": "HarnessError", "message": repr(exc)[:300]}).encode()
         os.write(write_end, payload)
         os._exit(0)

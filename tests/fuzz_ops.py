@@ -270,9 +270,11 @@ def fuzz_pool(draw, rng, which, backward):
         elif mutation == "float":
             argmax = argmax.astype(np.float64)
         elif mutation == "neg" and argmax.size:
-            argmax = argmax.copy(); argmax.flat[0] = -1
+            argmax = argmax.copy()
+            argmax.flat[0] = -1
         elif mutation == "big" and argmax.size:
-            argmax = argmax.copy(); argmax.flat[-1] = 2**40
+            argmax = argmax.copy()
+            argmax.flat[-1] = 2**40
         elif mutation == "shape":
             argmax = argmax[..., :1] if argmax.ndim == 4 and argmax.shape[-1] > 1 else argmax.reshape(-1)
         elif mutation == "layout" and argmax.ndim == 4:

@@ -63,7 +63,7 @@ def test_json_structure(quick_run):
         assert run["train_size"] == 5 * int(run["labels_per_class"])  # class-balanced subset of 5 classes
 
     assert set(results["table"]) == STRATEGIES
-    for strategy, cells in results["table"].items():
+    for cells in results["table"].values():
         assert set(cells) == set(budgets)
         for cell in cells.values():
             assert is_fraction(cell["mean"]) and cell["sd"] >= 0 and cell["n"] == 1

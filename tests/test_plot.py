@@ -8,14 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-import nnscratch as nn  # noqa: E402
-from nnscratch import models, plot  # noqa: E402
-from nnscratch.training import History  # noqa: E402
+import nnscratch as nn
+from nnscratch import models, plot
+from nnscratch.training import History
 
-from strategies import PNG_MAGIC  # noqa: E402
+from strategies import PNG_MAGIC
 
 
 def render(fig):

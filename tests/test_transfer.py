@@ -743,10 +743,10 @@ def test_summary_rows_and_warnings():
     shares = [float(r[-1].rstrip("%")) for r in rows.values()]
     assert abs(sum(shares) - 100) < 1 and max(shares) == float(rows["conv2"][-1].rstrip("%"))
     assert "9,431 trainable, 40 frozen" in text
-    warning = [l for l in text.splitlines() if "NOT in the optimizer" in l]
+    warning = [line for line in text.splitlines() if "NOT in the optimizer" in line]
     assert len(warning) == 1 and "fc2.weight, fc2.bias" in warning[0]
     assert "optimizer holds 2 parameter(s) that are not in this model" in text
-    assert [l for l in text.splitlines() if l.startswith("note: frozen")][0].endswith("conv1.weight, conv1.bias")
+    assert [line for line in text.splitlines() if line.startswith("note: frozen")][0].endswith("conv1.weight, conv1.bias")
 
     clean = transfer.summary(net)
     assert "WARNING" not in clean and "note" not in clean
