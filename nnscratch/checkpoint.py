@@ -13,6 +13,7 @@ import numpy as np
 
 from . import rng as _rng
 from . import serialization
+from .checks import int_in_range, short_repr
 from .history import History
 
 CHECKPOINT_FORMAT = "nnscratch.checkpoint"
@@ -43,8 +44,7 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
     (numbers only, e.g. ``LambdaLR``'s function is not saved), the library generator's state
     and each module's own generator state (keyed by module name), and the loader's epoch.
     """
-    epoch = _check_count(int(epoch) if isinstance(epoch, np.integer) else epoch, MAX_EPOCH,
-                         f"save_checkpoint({str(path)!r}): epoch")
+    epoch = int_in_range(epoch, 0, MAX_EPOCH, f"save_checkpoint({str(path)!r}): epoch")
     generators = {"the library generator": _rng.default_generator(), **_module_generators(model)}
     for name, generator in generators.items():
         if type(generator.bit_generator) not in _rng.BIT_GENERATORS.values():
@@ -113,15 +113,15 @@ def load_checkpoint(path, model, optimizer=None, train_loader=None, *, scheduler
 def _checked_plan(path, arrays, header, model, optimizer, scheduler):
     """Check the whole checkpoint against the objects it will restore; return what to set."""
     if header.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an nnscratch checkpoint (header format {_short(header.get('format'))})")
+        raise ValueError(f"{path}: not an nnscratch checkpoint (header format {short_repr(header.get('format'))})")
     if header.get("format_version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint format version {_short(header.get('format_version'))}, "
+        raise ValueError(f"{path}: checkpoint format version {short_repr(header.get('format_version'))}, "
                          f"this nnscratch reads version {CHECKPOINT_VERSION}")
     _check_keys(header, _REQUIRED, _REQUIRED | _OPTIONAL, f"{path}: the checkpoint header")
-    epoch = _check_count(header["epoch"], MAX_EPOCH, f"{path}: epoch")
+    epoch = int_in_range(header["epoch"], 0, MAX_EPOCH, f"{path}: epoch")
     loader_epoch = header.get("train_loader_epoch")
     if loader_epoch is not None:
-        loader_epoch = _check_count(loader_epoch, MAX_LOADER_EPOCH, f"{path}: train_loader_epoch")
+        loader_epoch = int_in_range(loader_epoch, 0, MAX_LOADER_EPOCH, f"{path}: train_loader_epoch")
     saved_history = header.get("history")
     history = History.from_dict({} if saved_history is None else saved_history, where=f"{path}: history")
 
@@ -150,9 +150,9 @@ def _split_arrays(path, arrays, model):
             index, _, name = rest.partition(".")
             optimizer_arrays[int(index), name] = array
         elif kind == "model":
-            problems.append(f"{_short(key)} is not a parameter of the model")
+            problems.append(f"{short_repr(key)} is not a parameter of the model")
         else:
-            problems.append(f"unexpected array {_short(key)}")
+            problems.append(f"unexpected array {short_repr(key)}")
     missing = [f"model.{name}" for name in params if name not in model_state]
     if missing:
         problems.append(f"missing arrays {missing[:10]} (the model's parameters)")
@@ -169,7 +169,7 @@ def _optimizer_state(path, saved, arrays, optimizer):
         raise ValueError(f"{where}: the checkpoint holds no optimizer state")
     _check_keys(saved, {"class", "param_groups", "state"}, {"class", "param_groups", "state"}, where)
     if saved["class"] != type(optimizer).__name__:
-        raise ValueError(f"{where}: the checkpoint holds a {_short(saved['class'])} state, "
+        raise ValueError(f"{where}: the checkpoint holds a {short_repr(saved['class'])} state, "
                          f"the optimizer is a {type(optimizer).__name__}")
     groups = saved["param_groups"]
     if not isinstance(groups, list) or len(groups) > MAX_ENTRIES or not all(isinstance(g, dict) for g in groups):
@@ -182,7 +182,7 @@ def _optimizer_state(path, saved, arrays, optimizer):
     state = {}
     for index, values in scalars.items():
         if not _INDEX.fullmatch(index) or not isinstance(values, dict):
-            raise ValueError(f"{where}: state entry {_short(index)} must be a parameter index with an object")
+            raise ValueError(f"{where}: state entry {short_repr(index)} must be a parameter index with an object")
         state.setdefault(int(index), {}).update(
             {key: _plain(value, f"{where}.state.{index}.{key}") for key, value in values.items()})
     for (index, name), array in arrays.items():
@@ -195,7 +195,7 @@ def _scheduler_state(path, saved, scheduler, optimizer):
     where = f"{path}: scheduler"
     if scheduler is None:
         if saved is not None and optimizer is not None:
-            saved_class = _short(saved.get("class") if isinstance(saved, dict) else saved)
+            saved_class = short_repr(saved.get("class") if isinstance(saved, dict) else saved)
             raise ValueError(f"{where}: the checkpoint was written with a {saved_class} "
                              "learning-rate scheduler; pass the same scheduler (fit(..., scheduler=...) or "
                              "load_checkpoint(..., scheduler=...)) so the resumed run follows its schedule")
@@ -204,11 +204,11 @@ def _scheduler_state(path, saved, scheduler, optimizer):
         raise ValueError(f"{where}: the checkpoint holds no scheduler state (it was written without a scheduler)")
     _check_keys(saved, {"class", "state"}, {"class", "state"}, where)
     if saved["class"] != type(scheduler).__name__:
-        raise ValueError(f"{where}: the checkpoint holds a {_short(saved['class'])} state, "
+        raise ValueError(f"{where}: the checkpoint holds a {short_repr(saved['class'])} state, "
                          f"the scheduler is a {type(scheduler).__name__}")
     state = saved["state"]
     if not isinstance(state, dict) or len(state) > 100:
-        raise ValueError(f"{where}: state must be an object of at most 100 entries, got {_short(state)}")
+        raise ValueError(f"{where}: state must be an object of at most 100 entries, got {short_repr(state)}")
     if not hasattr(scheduler, "checked_state"):  # not an nnscratch scheduler: plain values, checked by it on loading
         return {key: _plain(value, f"{where}.state.{key}") for key, value in state.items()}
     try:
@@ -229,7 +229,7 @@ def _generator_plan(path, saved, model):
     modules, generators = dict(model.named_modules()), _module_generators(model)
     for name, data in saved["modules"].items():
         if name not in modules:
-            raise ValueError(f"{path}: the checkpoint has a generator for module {_short(name)}, which the model lacks")
+            raise ValueError(f"{path}: the checkpoint has a generator for module {short_repr(name)}, which the model lacks")
         generator = generators.get(name)
         if generator is None and not hasattr(modules[name], "generator"):
             raise ValueError(f"{path}: the checkpoint has a generator for module {name!r}, a "
@@ -335,14 +335,9 @@ def _check_keys(data, required, allowed, where):
     missing, unknown = sorted(required - set(data)), sorted(set(data) - allowed)
     if missing or unknown:
         raise ValueError(f"{where}: " + "; ".join(
-            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {_short(unknown)}"] if unknown else [])))
+            ([f"missing keys {missing}"] if missing else []) + ([f"unknown keys {short_repr(unknown)}"] if unknown else [])))
 
 
-def _check_count(value, limit, where):
-    """An int in [0, limit] (not a bool, not a float)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
-        raise ValueError(f"{where} must be an integer in [0, {limit}], got {_short(value)}")
-    return value
 
 
 def _plain(value, where):
@@ -354,9 +349,6 @@ def _plain(value, where):
     if (isinstance(value, list) and len(value) <= MAX_ENTRIES
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         return value
-    raise ValueError(f"{where}: expected a number, a bool, a short string or a list of ints, got {_short(value)}")
+    raise ValueError(f"{where}: expected a number, a bool, a short string or a list of ints, got {short_repr(value)}")
 
 
-def _short(value, limit=60):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."

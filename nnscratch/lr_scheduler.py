@@ -22,6 +22,8 @@ import bisect
 import math
 import numbers
 
+from .checks import int_in_range, short_repr
+
 __all__ = ["LRScheduler", "LambdaLR", "MultiStepLR", "StepLR"]
 
 MAX_EPOCH = 1_000_000
@@ -86,7 +88,7 @@ class LRScheduler:
             values = state_dict[name]
             if not isinstance(values, list) or len(values) != len(self.optimizer.param_groups):
                 raise ValueError(f"{where}: {name} must be a list of {len(self.optimizer.param_groups)} rates (one "
-                                 f"per parameter group), got {_short(values)}")
+                                 f"per parameter group), got {short_repr(values)}")
             rates[name] = [_check_rate(v, f"{where}: {name}[{i}]") for i, v in enumerate(values)]
         hyper = self._check_hyper(**{name: state_dict[name] for name in self.HYPER}, where=where)
         return {"last_epoch": last_epoch, **rates, **hyper}
@@ -152,7 +154,7 @@ class MultiStepLR(LRScheduler):
 
     def _check_hyper(self, milestones, gamma, where):
         if not isinstance(milestones, (list, tuple)) or len(milestones) > 10_000:
-            raise ValueError(f"{where}: milestones must be a list of epochs, got {_short(milestones)}")
+            raise ValueError(f"{where}: milestones must be a list of epochs, got {short_repr(milestones)}")
         milestones = sorted(_check_int(m, 0, f"{where}: milestones[{i}]") for i, m in enumerate(milestones))
         return {"milestones": milestones, "gamma": _check_rate(gamma, f"{where}: gamma")}
 
@@ -174,7 +176,7 @@ class LambdaLR(LRScheduler):
         lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * len(groups)
         if len(lambdas) != len(groups) or not all(callable(f) for f in lambdas):
             raise ValueError(f"LambdaLR: lr_lambda must be a function or a list of {len(groups)} functions "
-                             f"(one per parameter group), got {_short(lr_lambda)}")
+                             f"(one per parameter group), got {short_repr(lr_lambda)}")
         self.lr_lambdas = lambdas
         super().__init__(optimizer)
 
@@ -195,21 +197,16 @@ def _param_groups(optimizer, where):
 def _check_rate(value, where):
     """A finite real number >= 0 (a learning rate or a factor), as a float."""
     if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0):
-        raise ValueError(f"{where} must be a finite number >= 0, got {_short(value)}")
+        raise ValueError(f"{where} must be a finite number >= 0, got {short_repr(value)}")
     return float(value)
 
 
 def _check_int(value, low, where):
     """An int in [low, MAX_EPOCH] (not a bool, not a float)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= MAX_EPOCH:
-        raise ValueError(f"{where} must be an integer in [{low}, {MAX_EPOCH}], got {_short(value)}")
-    return int(value)
+    return int_in_range(value, low, MAX_EPOCH, where)
 
 
 def _copy(value):
     return list(value) if isinstance(value, list) else value
 
 
-def _short(value, limit=60):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -7,6 +7,8 @@ two fresh processes build identical networks; :func:`manual_seed` reseeds it (li
 """
 import numpy as np
 
+from .checks import short_repr
+
 _generator = np.random.default_rng(0)
 
 
@@ -68,7 +70,7 @@ def state_from_json(data, where, expected=None):
         raise ValueError(f"{where}: a generator state must be a JSON object, got {type(data).__name__}")
     name = data.get("bit_generator")
     if not isinstance(name, str) or name not in BIT_GENERATORS:
-        raise ValueError(f"{where}: unknown bit generator {_short(name)}; "
+        raise ValueError(f"{where}: unknown bit generator {short_repr(name)}; "
                          f"a checkpoint may name only {', '.join(BIT_GENERATORS)}")
     cls = BIT_GENERATORS[name]
     if expected is not None and cls is not expected:
@@ -87,21 +89,21 @@ def _match(value, template, where):
     if isinstance(template, dict):
         if not isinstance(value, dict) or set(value) != set(template):
             found = sorted(value) if isinstance(value, dict) else type(value).__name__
-            raise ValueError(f"{where}: expected the fields {sorted(template)}, got {_short(found)}")
+            raise ValueError(f"{where}: expected the fields {sorted(template)}, got {short_repr(found)}")
         return {key: _match(value[key], template[key], f"{where}.{key}") for key in template}
     if isinstance(template, str):
         if value != template:
-            raise ValueError(f"{where}: expected {template!r}, got {_short(value)}")
+            raise ValueError(f"{where}: expected {template!r}, got {short_repr(value)}")
         return value
     if isinstance(template, np.ndarray):
         if not isinstance(value, dict) or set(value) != {"__ndarray__", "dtype"}:
-            raise ValueError(f"{where}: expected an array {{'__ndarray__': [...], 'dtype': ...}}, got {_short(value)}")
+            raise ValueError(f"{where}: expected an array {{'__ndarray__': [...], 'dtype': ...}}, got {short_repr(value)}")
         dtype, items = value["dtype"], value["__ndarray__"]
         if dtype not in _ARRAY_DTYPES or dtype != template.dtype.str:
-            raise ValueError(f"{where}: array dtype must be {template.dtype.str!r}, got {_short(dtype)}")
+            raise ValueError(f"{where}: array dtype must be {template.dtype.str!r}, got {short_repr(dtype)}")
         if not isinstance(items, list) or len(items) != template.size:
             size = len(items) if isinstance(items, list) else type(items).__name__
-            raise ValueError(f"{where}: expected a list of {template.size} integers, got {_short(size)}")
+            raise ValueError(f"{where}: expected a list of {template.size} integers, got {short_repr(size)}")
         top = 2 ** (8 * template.dtype.itemsize) - 1
         for item in items:
             _check_int(item, top, where)
@@ -111,10 +113,7 @@ def _match(value, template, where):
 
 def _check_int(value, top, where):
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-        raise ValueError(f"{where}: expected an integer in [0, {top}], got {_short(value)}")
+        raise ValueError(f"{where}: expected an integer in [0, {top}], got {short_repr(value)}")
     return value
 
 
-def _short(value, limit=60):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
