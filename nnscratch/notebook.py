@@ -82,13 +82,12 @@ def start(title):
 
 def _inline_png():
     """In a Jupyter kernel, show matplotlib figures as PNG at FIGURE_DPI; elsewhere do nothing."""
-    try:
-        from IPython import get_ipython
-        from matplotlib_inline.backend_inline import set_matplotlib_formats
-    except ImportError:
+    from .training import in_jupyter_kernel
+
+    if not in_jupyter_kernel():
         return
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
-        return
-    shell.run_line_magic("matplotlib", "inline")
+    from IPython import get_ipython
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    get_ipython().run_line_magic("matplotlib", "inline")
     set_matplotlib_formats("png", dpi=FIGURE_DPI, bbox_inches="tight")
