@@ -2,7 +2,7 @@
 
 Until then, the import set scipy's BLAS to one thread for the whole process and tuned glibc's malloc
 (``nnscratch/malloc.py``). Now the import changes nothing: scipy's BLAS is held at one thread only
-while a compiled kernel that calls it runs (``nnscratch._backend.kernel_blas``), and the malloc
+while a compiled kernel that calls it runs (``nnscratch.backends.kernel_blas``), and the malloc
 tuning is an opt-in, ``nnscratch.malloc.keep_freed_memory()``. This times the seed Net's training
 step (batch 64, float32, cython backend) three ways, each in a fresh process, the processes of the
 three alternating round after round so that machine noise hits them alike:
@@ -16,7 +16,9 @@ It also times the per-call limit alone (entering and leaving ``kernel_blas`` wit
 more than one thread, so that it really switches) and counts its calls per training step.
 
 Run through ``python benchmarks/bench.py --import-effects`` (the figures go into its report), or
-``python benchmarks/import_effects.py`` for these figures alone. Nothing is asserted.
+``python benchmarks/import_effects.py`` for these figures alone. Nothing is asserted. This rebuilds
+what the import used to do, which only private names can: they are reached through
+``benchmarks/internals.py``, the benchmarks' one access point to them.
 """
 import argparse
 import contextlib
@@ -30,28 +32,30 @@ from pathlib import Path
 
 import numpy as np
 
+import harness
+import internals
+import nets
+
 CONFIGS = ("import-0.1.0", "plain-import", "keep-freed-memory")
 
 
 def child(config, threads, steps, warmup):
     """Train ``warmup + steps`` steps under ``config``; print the timed steps as one JSON line."""
-    import bench  # this directory is on sys.path when a file of it runs as a script
     import nnscratch
-    from nnscratch import _backend, malloc, models
+    from nnscratch import malloc, models
 
     if config in ("import-0.1.0", "keep-freed-memory"):
         malloc.keep_freed_memory()
-    if config == "import-0.1.0":  # what the import did: one BLAS thread for good, and no per-call limit
-        for lib in _backend._kernel_blas_libraries():
-            lib.set_num_threads(_backend.KERNEL_BLAS_THREADS)
-        _backend.kernel_blas = contextlib.nullcontext
-    nnscratch.set_num_threads(threads)
-    nnscratch.manual_seed(0)
-    net = models.seed_net().train()
-    step = bench.nn_train_step(nnscratch, net, nnscratch.SGD(net.parameters(), lr=bench.LR, momentum=bench.MOMENTUM),
-                               nnscratch.NLLLoss())
-    x, t = bench.random_batch(0)
-    with nnscratch.use_backend("cython"):
+    with contextlib.ExitStack() as stack:
+        if config == "import-0.1.0":  # what the import did: one BLAS thread for good, and no per-call limit
+            for lib in internals.kernel_blas_libraries():
+                lib.set_num_threads(internals.kernel_blas_threads())
+            stack.enter_context(internals.replace_kernel_blas(contextlib.nullcontext))
+        stack.enter_context(nnscratch.use_backend("cython"))
+        nnscratch.set_num_threads(threads)
+        nnscratch.manual_seed(0)
+        step = nets.seed_step(nnscratch, models.seed_net().train())
+        x, t = nets.random_batch(0)
         for _ in range(warmup):
             step(x, t)
         gc.disable()
@@ -68,36 +72,24 @@ def child(config, threads, steps, warmup):
 
 def kernel_blas_overhead(calls=20000):
     """Microseconds per ``with kernel_blas():`` block, and such blocks per training step (this process)."""
-    import bench
     import nnscratch
-    from nnscratch import _backend, models
+    from nnscratch import models
 
     with nnscratch.use_backend("cython"):
-        limit = _backend.kernel_blas()
-        with limit:  # finds the libraries once
+        with internals.kernel_blas():  # finds the libraries once
             pass
-        threads = {lib.filepath: lib.num_threads for lib in _backend._kernel_blas_libraries()}
+        threads = {lib.filepath: lib.num_threads for lib in internals.kernel_blas_libraries()}
         start = time.perf_counter()
         for _ in range(calls):
-            with _backend.kernel_blas():
+            with internals.kernel_blas():
                 pass
         per_call_us = (time.perf_counter() - start) / calls * 1e6
 
         counted = []
-        original = _backend.kernel_blas
-
-        def counting():
-            counted.append(1)
-            return original()
-
-        net = models.seed_net().train()
-        step = bench.nn_train_step(nnscratch, net, nnscratch.SGD(net.parameters(), lr=bench.LR), nnscratch.NLLLoss())
-        x, t = bench.random_batch(0)
-        _backend.kernel_blas = counting
-        try:
+        step = nets.seed_step(nnscratch, models.seed_net().train())
+        x, t = nets.random_batch(0)
+        with internals.replace_kernel_blas(lambda: counted.append(1) or original()) as original:
             step(x, t)
-        finally:
-            _backend.kernel_blas = original
     return {"per_call_us": per_call_us, "calls_per_step": len(counted), "per_step_us": per_call_us * len(counted),
             "scipy_blas_threads_outside_kernels": threads}
 
@@ -158,8 +150,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import bench
-    threads = args.threads or bench.available_cores()
+    threads = args.threads or harness.available_cores()
     if args.child:
         child(args.child, threads, args.steps, args.warmup)
         return 0

@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def impls():
 
 def test_description_of_the_run(report):
     for key in ("settings", "machine", "versions", "blas", "threads", "backend", "kernels", "conventions",
-                "rows", "sgemm_ceiling", "epoch_estimate_s", "memory"):
+                "rows", "sgemm_ceiling", "epoch_estimate_s", "memory", "shapes"):
         assert key in report, key
     assert report["settings"]["quick"] is True and report["settings"]["batch"] == 64
     assert report["settings"]["dtype"] == "float32"
@@ -124,5 +125,74 @@ def test_epoch_estimate_and_memory(report, impls):
 def test_prints_one_table_with_a_header(report):
     out = report["_stdout"]
     for text in ("machine:", "threads:", "versions:", "BLAS:", "conv1 forward", "conv2 backward", "max-pool 2 forward",
-                 "fc1 backward", "train step", "inference forward", "estimated epoch", "peak RSS", "sgemm ceiling"):
+                 "fc1 backward", "train step", "inference forward", "estimated epoch", "peak RSS", "sgemm ceiling",
+                 "convolution shapes:", "64→64 56×56 3×3 p1", "3→64 224×224 7×7 s2 p3", "seed conv2 32→64 26×26 3×3"):
         assert text in out, text
+    assert out.index("train step") < out.index("convolution shapes:")  # the shape table comes second
+
+
+SHAPE_KEYS = ["c64_56", "c128_28", "c3_224", "c256_14", "conv1_b1", "conv1_b64", "conv1_b256", "conv2_b1", "conv2_b64",
+              "conv2_b256"]
+
+
+def test_shape_table_rows(report, impls):
+    table = report["shapes"]
+    assert table["quick"] is True and table["repeats"] >= 1 and positive(table["sgemm_ceiling_gflops"])
+    assert table["sgemm_ceiling_gflops"] == report["sgemm_ceiling"]["gflops"]
+    assert list(table["rows"]) == SHAPE_KEYS
+    batches = {key: row["batch"] for key, row in table["rows"].items()}
+    assert len({(row["label"], row["batch"]) for row in table["rows"].values()}) == len(SHAPE_KEYS)  # --quick: still distinct
+    assert batches["conv1_b1"] < batches["conv1_b64"] < batches["conv1_b256"]
+    for key, row in table["rows"].items():
+        n, c, f, (oh, ow), (kh, kw) = row["batch"], row["in_channels"], row["out_channels"], row["output_hw"], row["kernel"]
+        assert oh == (row["input_hw"][0] + 2 * row["padding"] - kh) // row["stride"] + 1, key
+        assert row["flops"]["forward"] == 2 * n * f * c * kh * kw * oh * ow, key
+        assert row["flops"]["forward_backward"] == 3 * row["flops"]["forward"], key
+        for mode in ("forward", "forward_backward"):
+            figures = row[mode]
+            for impl in ["nnscratch"] + (["torch"] if "torch" in impls else []):
+                assert positive(figures["ms"][impl]), (key, mode, impl)
+                assert positive(figures["gflops"][impl]) and positive(figures["pct_of_sgemm_ceiling"][impl]), (key, mode, impl)
+            if "torch" in impls:
+                assert positive(figures["ratio_nnscratch_over_torch"]), (key, mode)
+            else:
+                assert figures["ms"]["torch"] is None and figures["ratio_nnscratch_over_torch"] is None
+            if not table["algorithm_option"]:  # one algorithm timed
+                assert figures["ms"]["direct"] is None and row["algorithm"] is None
+    expected = {"c64_56": (64, 64, 56, 3, 1, 1), "c128_28": (128, 128, 28, 3, 1, 1), "c3_224": (3, 64, 224, 7, 2, 3),
+                "c256_14": (256, 256, 14, 1, 1, 0), "conv1_b64": (1, 32, 28, 3, 1, 0), "conv2_b64": (32, 64, 26, 3, 1, 0)}
+    for key, (c, f, size, k, stride, pad) in expected.items():
+        row = table["rows"][key]
+        assert (row["in_channels"], row["out_channels"], row["input_hw"], row["kernel"], row["stride"], row["padding"]) == (
+            c, f, [size, size], [k, k], stride, pad), key
+
+
+def test_shape_table_with_an_algorithm_option(monkeypatch, capsys):
+    """When Conv2d takes algorithm=, the table names what "auto" chose and times "direct" beside it on
+    the 3×3 stride-1 shapes (a stand-in Conv2d here: the option is another branch's work)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import nnscratch
+    import shapes
+
+    class Conv2d(nnscratch.Conv2d):
+        def __init__(self, *args, algorithm="auto", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.algorithm = algorithm
+
+        def algorithm_for(self, input_shape):
+            assert len(input_shape) == 4
+            return "winograd" if self.kernel_size == (3, 3) and self.stride == (1, 1) else "direct"
+
+    fake = types.SimpleNamespace(Conv2d=Conv2d, manual_seed=nnscratch.manual_seed, use_backend=nnscratch.use_backend)
+    assert shapes.has_algorithm_option(fake)
+    rows = shapes.measure(fake, None, repeats=1, warmup=0, quick=True)
+    shapes.add_ceiling(rows, 100.0)
+    for key, row in rows.items():
+        three_by_three = row["kernel"] == [3, 3] and row["stride"] == 1
+        assert row["algorithm"] == ("winograd" if three_by_three else "direct"), key
+        for mode in ("forward", "forward_backward"):
+            assert (row[mode]["ms"]["direct"] is not None) == three_by_three, (key, mode)
+            assert positive(row[mode]["ms"]["nnscratch"])
+    shapes.print_table({"rows": rows, "algorithm_option": True, "sgemm_ceiling_gflops": 100.0, "repeats": 1, "quick": True})
+    out = capsys.readouterr().out
+    assert "auto" in out and "winograd" in out and "fwd direct" in out
