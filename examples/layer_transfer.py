@@ -3,7 +3,7 @@
 Task A is the digits 0-4, task B the digits 5-9 with 100 labels per class. For every depth
 n = 1..5 a network for B gets its first n layers from a base network trained on B (BnB), on A
 (AnB) or from an untrained one (RnB), frozen, or fine-tuned (BnB+, AnB+); n = 0 is the
-baseline trained on B from scratch. The protocol is :mod:`nnscratch.transfer_study` (the same
+baseline trained on B from scratch. The protocol is :mod:`nnscratch.transfer.study` (the same
 code as notebook 05); the results are in docs/transfer_studies.md::
 
     python examples/layer_transfer.py                       # full study, seeds 0-4 (~4 min on 2 cores)
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import nnscratch as nn
 from nnscratch import malloc, plot
-from nnscratch import transfer_study as study
+from nnscratch.transfer import study
 from nnscratch.data import load_mnist
 
 FINDINGS = {

@@ -2,8 +2,8 @@
 
 The seed article (section 5 and its Q4) says transfer is limited by the mismatch between the
 pre-training and the target data, and by how related the two tasks are. This script measures
-both with tasks derived from MNIST (:mod:`nnscratch.data_shifts`; nothing is downloaded), with
-the protocol of :mod:`nnscratch.transfer_limits` (shared with notebook 06). For each seed:
+both with tasks derived from MNIST (:mod:`nnscratch.data.shifts`; nothing is downloaded), with
+the protocol of :mod:`nnscratch.transfer.limits` (shared with notebook 06). For each seed:
 
 1. **Source.** A convnet (``keras_transfer_net``, 16 filters) learns the digits 0-4 (task A).
 2. **Zero-shot.** The source, untouched, on A's test set after each shift: inverted, rotated
@@ -38,10 +38,11 @@ import numpy as np
 from tqdm import tqdm
 
 import nnscratch as nn
-from nnscratch import malloc, transfer_limits as study
+from nnscratch import malloc
+from nnscratch.transfer import limits as study
 from nnscratch.data import per_class_subset, prepare_images
-from nnscratch.data_shifts import parity_labels, pixel_permutation, random_labels, shifts
-from nnscratch.plot_transfer import accuracy_heatmap
+from nnscratch.data.shifts import parity_labels, pixel_permutation, random_labels, shifts
+from nnscratch.plot.transfer import accuracy_heatmap
 
 SOURCES = ("source (digits 0-4, all)", "500 images, real labels", "500 images, random labels", "untrained")
 STAGES = ("source", "zero-shot", "constructions", "shifts as targets", "new tasks", "random labels")

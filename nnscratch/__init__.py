@@ -1,6 +1,6 @@
 """nnscratch: a convolutional neural network library from scratch, in NumPy with Cython kernels.
 
-Every formula lives readable in :mod:`nnscratch.reference`; the compiled kernels of
+Every formula lives readable in :mod:`nnscratch.backends.reference`; the compiled kernels of
 ``nnscratch/_kernels.pyx`` are tested equal to it. Layers carry PyTorch's names so that
 PyTorch code maps onto nnscratch line by line::
 
@@ -11,22 +11,19 @@ PyTorch code maps onto nnscratch line by line::
     loss = criterion(net(x), y)
     optimizer.zero_grad(); net.backward(criterion.backward()); optimizer.step()
 """
-from ._backend import backend, get_num_threads, set_backend, set_num_threads, use_backend
-from .activation import LogSoftmax, ReLU, Softmax
-from .container import Sequential
-from .conv import Conv2d
-from .dense import Dense, Linear
-from .dropout import Dropout
-from .flatten import Flatten
+from .backends import backend, get_num_threads, set_backend, set_num_threads, use_backend
 from .gradient_check import GradcheckError, gradcheck
-from .losses import CrossEntropyLoss, MSELoss, NLLLoss
-from .module import Module, Parameter, enable_grad, inference, no_grad
+from .nn import (
+    AvgPool2d, Conv2d, CrossEntropyLoss, Dense, Dropout, Flatten, Linear, LogSoftmax, MaxPool2d, Module, MSELoss,
+    NLLLoss, Parameter, ReLU, Sequential, Softmax, enable_grad, inference, no_grad,
+)
 from .optim import SGD
-from .pooling import AvgPool2d, MaxPool2d
 from .rng import manual_seed
 from .training import History, TrainingDivergedError, evaluate, fit, predict, predict_proba
-from . import data, models, ops, reference  # submodules users reach as nnscratch.X
-from . import malloc, serialization, training, transfer
+# the subpackages and modules users reach as nnscratch.X (nnscratch.plot is imported on demand: matplotlib)
+from . import backends, data, io, malloc, models, nn, ops, optim, training, transfer
+from .backends import reference  # every formula, as nnscratch.backends.reference (its home: nnscratch/backends/reference.py)
+from .io import safetensors as serialization  # weight-file reading and writing, as nnscratch.io.safetensors
 
 
 
@@ -45,7 +42,7 @@ __all__ = [
     "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GradcheckError", "Linear",
     "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "SGD", "Sequential",
     "Softmax", "backend", "data", "enable_grad", "get_num_threads", "gradcheck", "inference", "malloc",
-    "manual_seed", "models", "no_grad", "ops",
+    "manual_seed", "models", "no_grad", "ops", "backends", "io", "nn", "optim",
     "reference", "set_backend", "set_num_threads", "use_backend",
     "History", "TrainingDivergedError", "evaluate", "fit", "predict", "predict_proba", "serialization", "training",
     "transfer",

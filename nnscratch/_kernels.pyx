@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled twins of :mod:`nnscratch.reference`: the same functions, the same signatures.
+"""Compiled twins of :mod:`nnscratch.backends.reference`: the same functions, the same signatures.
 
 Every ``def`` here is called by :mod:`nnscratch.ops` only after the arguments were
 validated in Python (ranks, shapes, dtypes, C-contiguity, positive strides), so the
@@ -15,9 +15,9 @@ Convolution is lowered to matrix products one image at a time (im2col): thread `
 copies the windows of image ``n`` into its own buffer ``cols[k, i*OW + j]`` with
 ``k = (c*KH + p)*KW + q`` (``K × P``, ``P = OH*OW``, small enough to stay in cache), then
 ``y[n] = W_mat @ cols`` with ``W_mat = weight.reshape(F, K)``, written straight into the
-NCHW output. That is the formula of :func:`nnscratch.reference.conv2d_forward` with the
+NCHW output. That is the formula of :func:`nnscratch.backends.reference.conv2d_forward` with the
 sum over (c, p, q) done by a single-threaded BLAS call (scipy's ``cython_blas``, held at one
-thread while a kernel runs: ``nnscratch._backend.kernel_blas``); the parallelism is ours, over
+thread while a kernel runs: ``nnscratch.backends.kernel_blas``); the parallelism is ours, over
 images, so one pool of threads owns the cores (a multi-threaded BLAS inside or beside OpenMP
 loops makes the two pools fight for them).
 
@@ -36,7 +36,7 @@ from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from nnscratch.reference import SPLITMIX64_GAMMA, SPLITMIX64_MIX, dropout_threshold, output_size
+from nnscratch.backends.reference import SPLITMIX64_GAMMA, SPLITMIX64_MIX, dropout_threshold, output_size
 
 cdef int _num_threads = 1
 
@@ -143,7 +143,7 @@ def _relu_backward(const floating[::1] y, const floating[::1] g, floating[::1] o
 
 
 def relu_forward(x):
-    """Compiled :func:`nnscratch.reference.relu_forward`: one pass, split across threads."""
+    """Compiled :func:`nnscratch.backends.reference.relu_forward`: one pass, split across threads."""
     y = np.empty_like(x)
     if x.size:
         _relu(x.reshape(-1), y.reshape(-1))
@@ -151,7 +151,7 @@ def relu_forward(x):
 
 
 def relu_backward(y, grad_y):
-    """Compiled :func:`nnscratch.reference.relu_backward`."""
+    """Compiled :func:`nnscratch.backends.reference.relu_backward`."""
     grad_x = np.empty_like(grad_y)
     if y.size:
         _relu_backward(y.reshape(-1), grad_y.reshape(-1), grad_x.reshape(-1))
@@ -166,7 +166,7 @@ cdef uint64_t _GAMMA = SPLITMIX64_GAMMA, _MIX1 = SPLITMIX64_MIX[0], _MIX2 = SPLI
 cdef void _dropout_chunk(const floating* x, floating* y, Py_ssize_t n, uint64_t key, uint64_t first,
                          uint64_t threshold, floating scale) noexcept nogil:
     """``y[i] = x[i] · (scale if element first + i is kept else 0)``, the keep test of
-    :func:`nnscratch.reference.dropout_keep_mask` (unsigned arithmetic wraps modulo 2⁶⁴, as there)."""
+    :func:`nnscratch.backends.reference.dropout_keep_mask` (unsigned arithmetic wraps modulo 2⁶⁴, as there)."""
     cdef Py_ssize_t i
     cdef uint64_t z, gamma = _GAMMA, mix1 = _MIX1, mix2 = _MIX2
     cdef uint64_t weyl = key + first * gamma  # the Weyl sequence key + (first + i + 1) γ, step by step
@@ -192,7 +192,7 @@ def _dropout(const floating[::1] x, floating[::1] y, uint64_t key, uint64_t thre
 
 
 def dropout_forward(x, p, key):
-    """Compiled :func:`nnscratch.reference.dropout_forward`: the mask is drawn and applied in one pass."""
+    """Compiled :func:`nnscratch.backends.reference.dropout_forward`: the mask is drawn and applied in one pass."""
     y = np.empty_like(x)
     if x.size:
         _dropout(x.reshape(-1), y.reshape(-1), key, dropout_threshold(p), x.dtype.type(1 / (1 - p)))
@@ -200,7 +200,7 @@ def dropout_forward(x, p, key):
 
 
 def dropout_backward(grad_y, p, key):
-    """Compiled :func:`nnscratch.reference.dropout_backward` (the same pass over the gradient)."""
+    """Compiled :func:`nnscratch.backends.reference.dropout_backward` (the same pass over the gradient)."""
     return dropout_forward(grad_y, p, key)
 
 
@@ -209,7 +209,7 @@ def dropout_backward(grad_y, p, key):
 cdef void _sgd_chunk(floating* param, const floating* grad, floating* buffer, Py_ssize_t n, floating lr,
                      floating momentum, floating damp, bint dampen, floating weight_decay, bint decay,
                      bint nesterov, bint first) noexcept nogil:
-    """:func:`nnscratch.reference.sgd_update` on ``n`` elements, one pass, rounding as NumPy's
+    """:func:`nnscratch.backends.reference.sgd_update` on ``n`` elements, one pass, rounding as NumPy's
     sequence of whole-array operations does (one rounding per operation; the build forbids fusing a
     multiply and an add into one FMA). ``buffer`` is NULL without momentum; ``damp`` is ``1 - τ``."""
     cdef Py_ssize_t i
@@ -243,7 +243,7 @@ def _sgd(floating[::1] param, const floating[::1] grad, floating[::1] buffer, bi
 
 
 def sgd_update(param, grad, buffer, lr, momentum, dampening, weight_decay, nesterov, first):
-    """Compiled :func:`nnscratch.reference.sgd_update`: every element updated in one pass."""
+    """Compiled :func:`nnscratch.backends.reference.sgd_update`: every element updated in one pass."""
     if param.size == 0:
         return
     t = param.dtype.type
@@ -314,7 +314,7 @@ def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1]
 
 
 def linear_forward(x, weight, bias):
-    """Compiled :func:`nnscratch.reference.linear_forward`: ``y = x Wᵀ + b``."""
+    """Compiled :func:`nnscratch.backends.reference.linear_forward`: ``y = x Wᵀ + b``."""
     y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
     _matmul(x, weight, y, False, True)
     if bias is not None:
@@ -323,7 +323,7 @@ def linear_forward(x, weight, bias):
 
 
 def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True):
-    """Compiled :func:`nnscratch.reference.linear_backward`: ``(∂L/∂y) W`` and ``(∂L/∂y)ᵀ x``."""
+    """Compiled :func:`nnscratch.backends.reference.linear_backward`: ``(∂L/∂y) W`` and ``(∂L/∂y)ᵀ x``."""
     grad_x = grad_weight = None
     if need_weight_grad:
         grad_weight = np.empty_like(weight)

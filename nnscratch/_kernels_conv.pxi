@@ -140,7 +140,7 @@ def _geometry(x, weight, stride, padding):
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
-    """Compiled :func:`nnscratch.reference.conv2d_forward`: per image, im2col then one GEMM."""
+    """Compiled :func:`nnscratch.backends.reference.conv2d_forward`: per image, im2col then one GEMM."""
     k, oh, ow, nt = _geometry(x, weight, stride, padding)
     n, f = x.shape[0], weight.shape[0]
     y = np.empty((n, f, oh * ow), dtype=x.dtype)
@@ -154,7 +154,7 @@ def conv2d_forward(x, weight, bias, stride, padding):
 
 
 def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, need_weight_grad=True):
-    """Compiled :func:`nnscratch.reference.conv2d_backward`.
+    """Compiled :func:`nnscratch.backends.reference.conv2d_backward`.
 
     ``∂L/∂W_mat = Σ_n grad_y[n] @ im2col(x[n])ᵀ`` and ``∂L/∂x[n] = col2im(W_matᵀ @ grad_y[n])``:
     col2im sums every window's share back onto the input pixels it came from.

@@ -131,7 +131,7 @@ def _pool_output(x, kernel, stride, padding):
 
 
 def maxpool2d_forward(x, kernel, stride, padding):
-    """Compiled :func:`nnscratch.reference.maxpool2d_forward` (same tie rule, same indices)."""
+    """Compiled :func:`nnscratch.backends.reference.maxpool2d_forward` (same tie rule, same indices)."""
     n, c, oh, ow = _pool_output(x, kernel, stride, padding)
     y = np.empty((n * c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n * c, oh, ow), dtype=np.int64)
@@ -142,7 +142,7 @@ def maxpool2d_forward(x, kernel, stride, padding):
 
 
 def maxpool2d_backward(grad_y, argmax, input_shape):
-    """Compiled :func:`nnscratch.reference.maxpool2d_backward`."""
+    """Compiled :func:`nnscratch.backends.reference.maxpool2d_backward`."""
     n, c, h, w = input_shape
     grad_x = np.empty((n * c, h * w), dtype=grad_y.dtype)  # each plane is zeroed, then scattered into
     if grad_x.size:  # (then grad_y has planes too)
@@ -151,7 +151,7 @@ def maxpool2d_backward(grad_y, argmax, input_shape):
 
 
 def avgpool2d_forward(x, kernel, stride, padding):
-    """Compiled :func:`nnscratch.reference.avgpool2d_forward` (padding counts in the mean)."""
+    """Compiled :func:`nnscratch.backends.reference.avgpool2d_forward` (padding counts in the mean)."""
     n, c, oh, ow = _pool_output(x, kernel, stride, padding)
     y = np.empty((n * c, oh, ow), dtype=x.dtype)
     if y.size:
@@ -161,7 +161,7 @@ def avgpool2d_forward(x, kernel, stride, padding):
 
 
 def avgpool2d_backward(grad_y, input_shape, kernel, stride, padding):
-    """Compiled :func:`nnscratch.reference.avgpool2d_backward`."""
+    """Compiled :func:`nnscratch.backends.reference.avgpool2d_backward`."""
     n, c, h, w = input_shape
     grad_x = np.empty((n * c, h, w), dtype=grad_y.dtype)  # each plane is zeroed, then summed into
     if grad_x.size:

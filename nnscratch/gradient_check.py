@@ -22,8 +22,8 @@ function: a ``Dropout`` in training mode draws a new mask at each pass (relative
 """
 import numpy as np
 
-from .dropout import Dropout
-from .module import enable_grad
+from .nn.dropout import Dropout
+from .nn.module import enable_grad
 
 
 class GradcheckError(AssertionError):

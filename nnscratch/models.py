@@ -1,13 +1,13 @@
 """Ready-made networks: the seed's Net (section 4.2) and the small convnet of Keras's transfer example."""
 from collections import OrderedDict
 
-from .activation import LogSoftmax, ReLU
-from .container import Sequential
-from .conv import Conv2d
-from .dense import Dense
-from .dropout import Dropout
-from .flatten import Flatten
-from .pooling import MaxPool2d
+from .nn.activation import LogSoftmax, ReLU
+from .nn.container import Sequential
+from .nn.conv import Conv2d
+from .nn.dense import Dense
+from .nn.dropout import Dropout
+from .nn.flatten import Flatten
+from .nn.pooling import MaxPool2d
 
 
 def seed_net(num_classes=10, log_softmax=True):

@@ -5,15 +5,16 @@ runs: ranks, channel counts, kernel versus padded input size, strides, paddings 
 dtypes. A bad argument raises ``ValueError`` or ``TypeError`` whose message starts with
 ``where`` (the layer, e.g. ``Conv2d(1, 32, kernel_size=(3, 3))``) and names the shapes.
 
-The formulas themselves are documented in :mod:`nnscratch.reference`. Where the compiled
+The formulas themselves are documented in :mod:`nnscratch.backends.reference`. Where the compiled
 backend has no twin -- softmax and log-softmax, the losses' forward and backward, the bias
-gradients -- the functions here call :mod:`nnscratch.reference` whichever backend is active.
+gradients -- the functions here call :mod:`nnscratch.backends.reference` whichever backend is active.
 """
 import numbers
 
 import numpy as np
 
-from . import _backend, reference
+from . import backends
+from .backends import reference
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -90,7 +91,7 @@ def check_blas_sizes(where, sizes, hint):
     the leading dimensions, which are among the same sizes) must be at most ``BLAS_MAX_SIZE``;
     ``sizes`` maps a description to its value. Beyond it, a C int would wrap around. The NumPy
     reference has no such limit."""
-    if _backend.backend() != "cython":
+    if backends.backend() != "cython":
         return
     for name, size in sizes.items():
         if size > BLAS_MAX_SIZE:
@@ -103,15 +104,15 @@ def check_blas_sizes(where, sizes, hint):
 # ----------------------------------------------------------------------------- ReLU
 
 def relu(x, where="relu"):
-    """``max(x, 0)`` element-wise: see :func:`nnscratch.reference.relu_forward`."""
-    return _backend.kernels().relu_forward(check_float_array(x, where))
+    """``max(x, 0)`` element-wise: see :func:`nnscratch.backends.reference.relu_forward`."""
+    return backends.kernels().relu_forward(check_float_array(x, where))
 
 
 def relu_backward(y, grad_y, where="relu"):
-    """``∂L/∂y · [y > 0]`` from the forward output ``y``: see :func:`nnscratch.reference.relu_backward`."""
+    """``∂L/∂y · [y > 0]`` from the forward output ``y``: see :func:`nnscratch.backends.reference.relu_backward`."""
     y = check_float_array(y, where, what="output")
     grad_y = check_grad_output(grad_y, y.shape, where, y.dtype)
-    return _backend.kernels().relu_backward(y, grad_y)
+    return backends.kernels().relu_backward(y, grad_y)
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -125,18 +126,18 @@ def _check_dropout(p, key, where):
 
 
 def dropout(x, p, key, where="dropout"):
-    """``x · m / (1 - p)`` with the keep mask drawn from ``key``: see :func:`nnscratch.reference.dropout_forward`."""
+    """``x · m / (1 - p)`` with the keep mask drawn from ``key``: see :func:`nnscratch.backends.reference.dropout_forward`."""
     x = check_float_array(x, where)
     p, key = _check_dropout(p, key, where)
-    return _backend.kernels().dropout_forward(x, p, key)
+    return backends.kernels().dropout_forward(x, p, key)
 
 
 def dropout_backward(grad_y, p, key, output_shape, where="dropout"):
     """``∂L/∂y · m / (1 - p)``, the forward's mask recomputed from ``key``: see
-    :func:`nnscratch.reference.dropout_backward`."""
+    :func:`nnscratch.backends.reference.dropout_backward`."""
     grad_y = check_grad_output(grad_y, output_shape, where)
     p, key = _check_dropout(p, key, where)
-    return _backend.kernels().dropout_backward(grad_y, p, key)
+    return backends.kernels().dropout_backward(grad_y, p, key)
 
 
 # ----------------------------------------------------------------------------- dense
@@ -156,24 +157,24 @@ def _check_linear(x, weight, where):
 
 
 def linear(x, weight, bias=None, where="linear"):
-    """``y = x Wᵀ + b``: see :func:`nnscratch.reference.linear_forward`."""
+    """``y = x Wᵀ + b``: see :func:`nnscratch.backends.reference.linear_forward`."""
     x, weight = _check_linear(x, weight, where)
     bias = _check_bias(bias, weight, x.dtype, where)
-    with _backend.kernel_blas():
-        return _backend.kernels().linear_forward(x, weight, bias)
+    with backends.kernel_blas():
+        return backends.kernels().linear_forward(x, weight, bias)
 
 
 def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=True, where="linear"):
-    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.linear_backward`."""
+    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.backends.reference.linear_backward`."""
     x, weight = _check_linear(x, weight, where)
     grad_y = check_grad_output(grad_y, (x.shape[0], weight.shape[0]), where, x.dtype)
-    with _backend.kernel_blas():
-        return _backend.kernels().linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
+    with backends.kernel_blas():
+        return backends.kernels().linear_backward(x, weight, grad_y, need_input_grad, need_weight_grad)
 
 
 def linear_bias_backward(grad_y, where="linear"):
     """``∂L/∂b = Σ_n ∂L/∂y[n]`` for ``grad_y`` (N, out_features), summed in ``grad_y``'s dtype: see
-    :func:`nnscratch.reference.linear_bias_backward` (no compiled twin: the reference runs for both backends)."""
+    :func:`nnscratch.backends.reference.linear_bias_backward` (no compiled twin: the reference runs for both backends)."""
     return reference.linear_bias_backward(check_float_array(grad_y, where, ndim=2, what="grad_output"))
 
 
@@ -198,23 +199,23 @@ def _check_conv(x, weight, bias, stride, padding, where):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, where="conv2d"):
-    """2-D convolution of an NCHW batch: see :func:`nnscratch.reference.conv2d_forward`."""
+    """2-D convolution of an NCHW batch: see :func:`nnscratch.backends.reference.conv2d_forward`."""
     x, weight, bias, stride, padding, _ = _check_conv(x, weight, bias, stride, padding, where)
-    with _backend.kernel_blas():
-        return _backend.kernels().conv2d_forward(x, weight, bias, stride, padding)
+    with backends.kernel_blas():
+        return backends.kernels().conv2d_forward(x, weight, bias, stride, padding)
 
 
 def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True, need_weight_grad=True, where="conv2d"):
-    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.reference.conv2d_backward`."""
+    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.backends.reference.conv2d_backward`."""
     x, weight, _, stride, padding, out_hw = _check_conv(x, weight, None, stride, padding, where)
     grad_y = check_grad_output(grad_y, (x.shape[0], weight.shape[0]) + out_hw, where, x.dtype)
-    with _backend.kernel_blas():
-        return _backend.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
+    with backends.kernel_blas():
+        return backends.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
 
 
 def conv2d_bias_backward(grad_y, where="conv2d"):
     """``∂L/∂b[f] = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` for an NCHW ``grad_y``, summed in its dtype: see
-    :func:`nnscratch.reference.conv2d_bias_backward` (no compiled twin: the reference runs for both backends)."""
+    :func:`nnscratch.backends.reference.conv2d_bias_backward` (no compiled twin: the reference runs for both backends)."""
     return reference.conv2d_bias_backward(check_float_array(grad_y, where, ndim=4, what="grad_output"))
 
 
@@ -229,23 +230,23 @@ def _check_along_dim(x, dim, where):
 
 
 def softmax(x, dim=1, where="softmax"):
-    """``exp(x_k - m) / Σ_j exp(x_j - m)`` along ``dim``: see :func:`nnscratch.reference.softmax_forward`."""
+    """``exp(x_k - m) / Σ_j exp(x_j - m)`` along ``dim``: see :func:`nnscratch.backends.reference.softmax_forward`."""
     return reference.softmax_forward(_check_along_dim(x, dim, where), dim)
 
 
 def softmax_backward(y, grad_y, dim=1, where="softmax"):
-    """``y_k (g_k - Σ_j g_j y_j)`` from the output ``y``: see :func:`nnscratch.reference.softmax_backward`."""
+    """``y_k (g_k - Σ_j g_j y_j)`` from the output ``y``: see :func:`nnscratch.backends.reference.softmax_backward`."""
     y = _check_along_dim(y, dim, where)
     return reference.softmax_backward(y, check_grad_output(grad_y, y.shape, where), dim)
 
 
 def log_softmax(x, dim=1, where="log_softmax"):
-    """``x_k - log Σ_j exp(x_j)`` along ``dim``: see :func:`nnscratch.reference.log_softmax_forward`."""
+    """``x_k - log Σ_j exp(x_j)`` along ``dim``: see :func:`nnscratch.backends.reference.log_softmax_forward`."""
     return reference.log_softmax_forward(_check_along_dim(x, dim, where), dim)
 
 
 def log_softmax_backward(y, grad_y, dim=1, where="log_softmax"):
-    """``g_k - exp(y_k) Σ_j g_j`` from the output ``y``: see :func:`nnscratch.reference.log_softmax_backward`."""
+    """``g_k - exp(y_k) Σ_j g_j`` from the output ``y``: see :func:`nnscratch.backends.reference.log_softmax_backward`."""
     y = _check_along_dim(y, dim, where)
     return reference.log_softmax_backward(y, check_grad_output(grad_y, y.shape, where), dim)
 
@@ -267,14 +268,14 @@ def pool_geometry(input_shape, kernel, stride, padding, where):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, where="max_pool2d"):
-    """``(y, argmax)``: see :func:`nnscratch.reference.maxpool2d_forward`."""
+    """``(y, argmax)``: see :func:`nnscratch.backends.reference.maxpool2d_forward`."""
     x = check_float_array(x, where, ndim=4, layout="(N, C, H, W)")
     kernel, stride, padding, _ = pool_geometry(x.shape, kernel_size, stride, padding, where)
-    return _backend.kernels().maxpool2d_forward(x, kernel, stride, padding)
+    return backends.kernels().maxpool2d_forward(x, kernel, stride, padding)
 
 
 def max_pool2d_backward(grad_y, argmax, input_shape, where="max_pool2d"):
-    """Route each output gradient to its window's winner: see :func:`nnscratch.reference.maxpool2d_backward`."""
+    """Route each output gradient to its window's winner: see :func:`nnscratch.backends.reference.maxpool2d_backward`."""
     input_shape = tuple(int(s) for s in input_shape)
     if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
         raise TypeError(f"{where}: argmax must be the int64 array returned by the forward pass")
@@ -283,24 +284,24 @@ def max_pool2d_backward(grad_y, argmax, input_shape, where="max_pool2d"):
         raise ValueError(f"{where}: argmax shape {argmax.shape} does not fit input shape {input_shape}")
     if argmax.size and (argmax.min() < 0 or argmax.max() >= input_shape[2] * input_shape[3]):
         raise ValueError(f"{where}: argmax holds indices outside the {input_shape[2]}x{input_shape[3]} input plane")
-    return _backend.kernels().maxpool2d_backward(grad_y, np.ascontiguousarray(argmax), input_shape)
+    return backends.kernels().maxpool2d_backward(grad_y, np.ascontiguousarray(argmax), input_shape)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, where="avg_pool2d"):
-    """Average pooling: see :func:`nnscratch.reference.avgpool2d_forward`."""
+    """Average pooling: see :func:`nnscratch.backends.reference.avgpool2d_forward`."""
     x = check_float_array(x, where, ndim=4, layout="(N, C, H, W)")
     kernel, stride, padding, _ = pool_geometry(x.shape, kernel_size, stride, padding, where)
-    return _backend.kernels().avgpool2d_forward(x, kernel, stride, padding)
+    return backends.kernels().avgpool2d_forward(x, kernel, stride, padding)
 
 
 def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0, where="avg_pool2d"):
-    """Spread each output gradient over its window: see :func:`nnscratch.reference.avgpool2d_backward`."""
+    """Spread each output gradient over its window: see :func:`nnscratch.backends.reference.avgpool2d_backward`."""
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 4:
         raise ValueError(f"{where}: input_shape must be (N, C, H, W), got {input_shape}")
     kernel, stride, padding, out_hw = pool_geometry(input_shape, kernel_size, stride, padding, where)
     grad_y = check_grad_output(grad_y, input_shape[:2] + out_hw, where)
-    return _backend.kernels().avgpool2d_backward(grad_y, input_shape, kernel, stride, padding)
+    return backends.kernels().avgpool2d_backward(grad_y, input_shape, kernel, stride, padding)
 
 
 # ----------------------------------------------------------------------------- SGD update
@@ -308,7 +309,7 @@ def avg_pool2d_backward(grad_y, input_shape, kernel_size, stride=None, padding=0
 def sgd_update(param, grad, buffer, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                first=False, where="SGD"):
     """One in-place SGD step on the array ``param`` (and its momentum ``buffer``, or ``None``): see
-    :func:`nnscratch.reference.sgd_update`. ``param`` and ``buffer`` must be C-contiguous and
+    :func:`nnscratch.backends.reference.sgd_update`. ``param`` and ``buffer`` must be C-contiguous and
     writeable, of the same shape and float dtype; ``grad`` is cast to that dtype."""
     if not isinstance(param, np.ndarray) or param.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{where}: the parameter must be a float32 or float64 numpy array, got "
@@ -325,7 +326,7 @@ def sgd_update(param, grad, buffer, lr, momentum=0.0, dampening=0.0, weight_deca
                                or not buffer.flags.writeable):
         raise ValueError(f"{where}: the momentum buffer must be a writeable C-contiguous {param.dtype} array "
                          f"of the parameter's shape {param.shape}")
-    _backend.kernels().sgd_update(param, grad, buffer, float(lr), float(momentum), float(dampening),
+    backends.kernels().sgd_update(param, grad, buffer, float(lr), float(momentum), float(dampening),
                                   float(weight_decay), bool(nesterov), bool(first))
 
 
@@ -360,30 +361,30 @@ def check_regression_target(input, target, where):
 
 
 def cross_entropy(logits, target, scale):
-    """``-scale Σ_n log_softmax(z_n)[t_n]``: see :func:`nnscratch.reference.cross_entropy_forward`."""
+    """``-scale Σ_n log_softmax(z_n)[t_n]``: see :func:`nnscratch.backends.reference.cross_entropy_forward`."""
     return reference.cross_entropy_forward(logits, target, scale)
 
 
 def cross_entropy_backward(logits, target, scale):
-    """``scale (softmax(z) - onehot(t))``: see :func:`nnscratch.reference.cross_entropy_backward`."""
+    """``scale (softmax(z) - onehot(t))``: see :func:`nnscratch.backends.reference.cross_entropy_backward`."""
     return reference.cross_entropy_backward(logits, target, scale)
 
 
 def nll(log_probs, target, scale):
-    """``-scale Σ_n y[n, t_n]``: see :func:`nnscratch.reference.nll_forward`."""
+    """``-scale Σ_n y[n, t_n]``: see :func:`nnscratch.backends.reference.nll_forward`."""
     return reference.nll_forward(log_probs, target, scale)
 
 
 def nll_backward(log_probs, target, scale):
-    """``-scale [k = t_n]``: see :func:`nnscratch.reference.nll_backward`."""
+    """``-scale [k = t_n]``: see :func:`nnscratch.backends.reference.nll_backward`."""
     return reference.nll_backward(log_probs, target, scale)
 
 
 def mse(input, target, scale):
-    """``scale Σ_i (y_i - t_i)²``: see :func:`nnscratch.reference.mse_forward`."""
+    """``scale Σ_i (y_i - t_i)²``: see :func:`nnscratch.backends.reference.mse_forward`."""
     return reference.mse_forward(input, target, scale)
 
 
 def mse_backward(input, target, scale):
-    """``2 scale (y - t)``: see :func:`nnscratch.reference.mse_backward`."""
+    """``2 scale (y - t)``: see :func:`nnscratch.backends.reference.mse_backward`."""
     return reference.mse_backward(input, target, scale)

@@ -45,7 +45,7 @@ QUICK, OUT = session.quick, session.out
 import numpy as np
 
 from nnscratch import plot, transfer
-from nnscratch import transfer_study as study
+from nnscratch.transfer import study
 from nnscratch.data import load_mnist, prepare_images
 
 # %% [markdown]

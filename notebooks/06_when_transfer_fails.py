@@ -5,7 +5,7 @@
 # transfer learning: transfer works less well when the target **data** differ from the
 # pre-training data (*data mismatch*), and when the target **task** has little to do with the source task
 # (*task relatedness*). This notebook makes both measurable with tasks built from MNIST alone
-# (`nnscratch.data_shifts`; nothing is downloaded). The source task A is the digits 0–4, as in notebook 04.
+# (`nnscratch.data.shifts`; nothing is downloaded). The source task A is the digits 0–4, as in notebook 04.
 #
 # **Goals.** By the end you can
 # - predict which input shifts a trained convnet survives, and measure it (zero-shot accuracy);
@@ -33,10 +33,10 @@ QUICK, OUT = session.quick, session.out
 import numpy as np
 
 from nnscratch import plot
-from nnscratch import transfer_limits as study
+from nnscratch.transfer import limits as study
 from nnscratch.data import per_class_subset, prepare_images
-from nnscratch.data_shifts import parity_labels, pixel_permutation, random_labels, shifts
-from nnscratch.plot_transfer import accuracy_heatmap
+from nnscratch.data.shifts import parity_labels, pixel_permutation, random_labels, shifts
+from nnscratch.plot.transfer import accuracy_heatmap
 
 SEED = 0
 cfg = study.QUICK if QUICK else study.FULL

@@ -44,9 +44,9 @@ def record_errors():
 
 def _require_compiled():
     """The compiled kernels, or FAIL (never skip): the cython backend must be available."""
-    kernels = nnscratch._backend._kernels
-    if kernels is None or "cython" not in nnscratch._backend._modules:
-        error = getattr(nnscratch._backend, "_KERNELS_IMPORT_ERROR", "not registered as a backend")
+    kernels = nnscratch.backends._kernels
+    if kernels is None or "cython" not in nnscratch.backends._modules:
+        error = getattr(nnscratch.backends, "_KERNELS_IMPORT_ERROR", "not registered as a backend")
         pytest.fail(
             "the compiled kernels nnscratch._kernels are not available, but the cython backend must be "
             f"active ({error}); build them with `python setup.py build_ext --inplace`",

@@ -61,7 +61,8 @@ def optimizer_for(nn, model):
 def valid_files(workdir):
     """{reader: [valid file bytes, ...]} written by the library itself."""
     import nnscratch as nn
-    from nnscratch import checkpoint, data, transfer
+    from nnscratch import data, transfer
+    from nnscratch.training import checkpoint
     rng = np.random.default_rng(0)
     idx_files = []
     for code, dtype in data.IDX_DTYPES.items():

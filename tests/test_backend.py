@@ -75,7 +75,7 @@ def test_use_backend_restores_the_previous_one():
 
 
 def test_threads_from_the_environment_and_the_function():
-    out, _ = run_python("import nnscratch; print(nnscratch.get_num_threads(), nnscratch._backend._kernels.get_num_threads())",
+    out, _ = run_python("import nnscratch; print(nnscratch.get_num_threads(), nnscratch.backends._kernels.get_num_threads())",
                         NNSCRATCH_NUM_THREADS="1")
     assert out.split() == ["1", "1"]
     previous = nnscratch.get_num_threads()

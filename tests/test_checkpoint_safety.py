@@ -15,8 +15,9 @@ import pytest
 import safetensors.numpy
 
 import nnscratch as nn
-from nnscratch import checkpoint, rng
-from nnscratch.history import History
+from nnscratch import rng
+from nnscratch.training import checkpoint
+from nnscratch.training.history import History
 from nnscratch.training import ParametersDivergedError, load_checkpoint, save_checkpoint
 
 
@@ -320,7 +321,7 @@ def test_header_size_limit_names_the_file_and_the_limit(good):
 
 
 def test_history_length_is_bounded(monkeypatch):
-    monkeypatch.setattr(nn.history, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(nn.training.history, "MAX_ENTRIES", 3)
     History.from_dict({"train_loss": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match="batch_loss has 4 entries, more than the limit of 3"):
         History.from_dict({"batch_loss": [1.0] * 4})

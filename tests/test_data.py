@@ -63,7 +63,7 @@ def isolated_places(tmp_path, monkeypatch):
     the cache directory."""
     for sub in ("repo", "env", "xdg"):
         (tmp_path / sub).mkdir()
-    monkeypatch.setattr(data, "REPO_MNIST_DIR", tmp_path / "repo")
+    monkeypatch.setattr(data.mnist, "REPO_MNIST_DIR", tmp_path / "repo")
     monkeypatch.setenv("NNSCRATCH_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     return tmp_path / "xdg" / "nnscratch" / "mnist"

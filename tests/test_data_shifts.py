@@ -1,9 +1,10 @@
-"""nnscratch.data_shifts: the derived MNIST tasks, and the exact constructions of nnscratch.transfer_limits."""
+"""nnscratch.data.shifts: the derived MNIST tasks, and the exact constructions of nnscratch.transfer.limits."""
 import numpy as np
 import pytest
 
 import nnscratch as nn
-from nnscratch import data_shifts, transfer_limits
+from nnscratch.data import shifts as data_shifts
+from nnscratch.transfer import limits as transfer_limits
 from nnscratch.data import prepare_images, to_float
 
 RNG = np.random.default_rng(12)

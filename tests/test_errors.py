@@ -395,7 +395,7 @@ def crash_message(result, log_path):
 
 @pytest.fixture(scope="module")
 def fuzz_run(tmp_path_factory):
-    if nn._backend._kernels is None:
+    if nn.backends._kernels is None:
         pytest.fail("nnscratch._kernels is not built: the fuzz test needs the cython backend", pytrace=False)
     log = tmp_path_factory.mktemp("fuzz") / "calls.log"
     code = (f"import runpy, sys; sys.argv = [{FUZZ_OPS!r}] + sys.argv[1:]; "

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import nnscratch
-from nnscratch import transfer_study as study
+from nnscratch.transfer import study
 
 from strategies import PNG_MAGIC, library_rng_kept, load_example
 

@@ -10,7 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from nnscratch import data, idx, serialization
+from nnscratch import data, serialization
+from nnscratch.data import idx
 
 
 def idx_file(path, dims, payload=b"", type_code=0x08, compress=True):

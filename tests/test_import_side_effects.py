@@ -39,7 +39,7 @@ y = net(np.zeros((2, 1, 28, 28), np.float32))
 net.backward(np.ones_like(y))
 after_kernels = blas_threads()
 
-from nnscratch import _backend
+from nnscratch import backends as _backend
 with _backend.kernel_blas():
     with _backend.kernel_blas():  # nested: the outer block restores
         inside = blas_threads()

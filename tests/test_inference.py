@@ -15,7 +15,7 @@ import pytest
 import nnscratch as nn
 from nnscratch import models, transfer
 from nnscratch.data import DataLoader
-from nnscratch.module import enable_grad, inference, no_grad
+from nnscratch.nn.module import enable_grad, inference, no_grad
 
 from strategies import random_images
 

@@ -15,7 +15,7 @@ from nnscratch import reference as R
 
 
 def kernels():
-    kernels = nnscratch._backend._kernels
+    kernels = nnscratch.backends._kernels
     if kernels is None:
         pytest.fail("nnscratch._kernels is not built", pytrace=False)
     return kernels

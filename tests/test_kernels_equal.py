@@ -1,4 +1,4 @@
-"""The compiled kernels (``nnscratch._kernels``) equal the NumPy reference (``nnscratch.reference``).
+"""The compiled kernels (``nnscratch._kernels``) equal the NumPy reference (``nnscratch.backends.reference``).
 
 Property-based (hypothesis, derandomized so every run draws the same examples): random
 batch, channel, filter and spatial sizes, non-square kernels, asymmetric strides and
@@ -29,7 +29,7 @@ DTYPES = st.sampled_from([np.dtype(np.float64), np.dtype(np.float32)])
 
 def compiled():
     """The compiled kernels; FAIL (not skip) when they are not built."""
-    kernels = nnscratch._backend._kernels
+    kernels = nnscratch.backends._kernels
     if kernels is None:
         pytest.fail("nnscratch._kernels is not built; build it with `python setup.py build_ext --inplace`",
                     pytrace=False)

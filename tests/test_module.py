@@ -279,7 +279,7 @@ def test_dropout_is_identity_in_eval_and_active_in_train():
     d = Dropout(0.5).eval()
     h = rng().standard_normal((10, 10)).astype(np.float32)
     np.testing.assert_array_equal(d(h), h)
-    with nnscratch.module.enable_grad():  # an eval-mode forward keeps nothing otherwise
+    with nnscratch.enable_grad():  # an eval-mode forward keeps nothing otherwise
         np.testing.assert_array_equal(d(h), h)
     np.testing.assert_array_equal(d.backward(h), h)
     net.train()
@@ -308,7 +308,7 @@ def test_to_float64_and_double():
 def test_float64_input_with_float32_parameters_runs_in_float64():
     net = models.seed_net().eval()
     x64 = rng(3).standard_normal((2, 1, 28, 28))
-    with nnscratch.module.enable_grad():  # backward follows an eval-mode forward
+    with nnscratch.enable_grad():  # backward follows an eval-mode forward
         y = net(x64)
     assert y.dtype == np.float64
     criterion = NLLLoss()

@@ -1,9 +1,9 @@
-"""nnscratch.plot_transfer: the figures of the transfer studies."""
+"""nnscratch.plot.transfer: the figures of the transfer studies."""
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from nnscratch.plot_transfer import accuracy_heatmap
+from nnscratch.plot.transfer import accuracy_heatmap
 
 
 def test_accuracy_heatmap_cells_hold_mean_and_sd():
@@ -48,7 +48,7 @@ def _points(line):
 
 
 def test_layer_transfer_draws_one_dot_per_run_and_joins_the_means():
-    from nnscratch.plot_transfer import layer_transfer
+    from nnscratch.plot.transfer import layer_transfer
     curves = {"BnB": {1: [0.90, 0.92], 2: [0.80, 0.84]}, "AnB+": {1: [0.95, 0.97], 2: [0.96, 0.98]}}
     fig = layer_transfer([0.91, 0.93, 0.95], curves, title="t")
     ax = fig.axes[0]
@@ -72,7 +72,7 @@ def test_layer_transfer_draws_one_dot_per_run_and_joins_the_means():
 
 
 def test_layer_transfer_into_a_given_axes_and_zoom():
-    from nnscratch.plot_transfer import layer_transfer
+    from nnscratch.plot.transfer import layer_transfer
     fig = Figure()
     ax = fig.add_subplot()
     assert layer_transfer([0.5], {"RnB": {3: [0.2]}}, ax=ax, ylim=(10, 60)) is fig
@@ -80,7 +80,7 @@ def test_layer_transfer_into_a_given_axes_and_zoom():
 
 
 def test_layer_transfer_refuses_percentages_and_empty_curves():
-    from nnscratch.plot_transfer import layer_transfer
+    from nnscratch.plot.transfer import layer_transfer
     with pytest.raises(ValueError, match=r"baseline must be accuracies in \[0, 1\]"):
         layer_transfer([91.0], {"BnB": {1: [0.9]}})
     with pytest.raises(ValueError, match=r"curve 'BnB' at n=1 must be accuracies"):
@@ -92,16 +92,17 @@ def test_layer_transfer_refuses_percentages_and_empty_curves():
 
 
 def test_plot_reexports_the_transfer_figures():
-    from nnscratch import plot, plot_transfer
+    from nnscratch import plot
+    from nnscratch.plot import transfer as plot_transfer
     assert plot.layer_transfer is plot_transfer.layer_transfer
     assert plot.accuracy_heatmap is plot_transfer.accuracy_heatmap
 
 
-@pytest.mark.parametrize("first", ["nnscratch.plot_transfer", "nnscratch.plot"])
+@pytest.mark.parametrize("first", ["nnscratch.plot.transfer", "nnscratch.plot"])
 def test_either_module_imports_first(first):
     """plot imports plot_transfer at its end; plot_transfer imports plot only inside its functions."""
     import subprocess
     import sys
     code = f"import {first}; from nnscratch import plot; print(plot.layer_transfer.__module__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "nnscratch.plot_transfer"
+    assert done.stdout.strip() == "nnscratch.plot.transfer"

@@ -1,4 +1,4 @@
-"""The formulas moved into :mod:`nnscratch.reference` (softmax, log-softmax, the losses, the bias
+"""The formulas moved into :mod:`nnscratch.backends.reference` (softmax, log-softmax, the losses, the bias
 gradients) are what the layers, the losses and ``predict_proba`` compute, bit for bit, on both
 backends; and every new backward agrees with centered finite differences of its forward in float64."""
 import numpy as np
@@ -62,7 +62,7 @@ def test_losses_are_the_reference(backend, name, reduction, scale, dtype):
     criterion = getattr(nn, name)(reduction=reduction)
     value = criterion(z, t)
     expected = forward(z, t, scale)
-    assert type(value) is nn.losses.LossValue and isinstance(expected, np.generic) and expected.dtype == dtype
+    assert type(value) is nn.nn.losses.LossValue and isinstance(expected, np.generic) and expected.dtype == dtype
     assert_bits_equal(np.float64(value), np.float64(expected))
     assert_bits_equal(criterion.backward(), backward(z, t, scale))
 

@@ -36,7 +36,7 @@ def fix_dropout(net, seed=0):
 
 def forward_backward(net, x, t, criterion=None):
     criterion = criterion or NLLLoss()
-    with nnscratch.module.enable_grad():  # some tests backpropagate in eval mode (dropout off)
+    with nnscratch.enable_grad():  # some tests backpropagate in eval mode (dropout off)
         y = net(x)
     loss = criterion(y, t)
     net.zero_grad()

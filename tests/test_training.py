@@ -1,4 +1,4 @@
-"""Tests for nnscratch.training (fit, evaluate, predict, checkpoints), nnscratch.serialization
+"""Tests for nnscratch.training (fit, evaluate, predict, checkpoints), nnscratch.io.safetensors
 and the MNIST example's quick mode. Offline: MNIST comes from the repository's data/mnist."""
 
 import json

@@ -1,9 +1,10 @@
-"""nnscratch.transfer_study: the AnB/BnB protocol on tiny synthetic tasks (fast; no accuracy claims)."""
+"""nnscratch.transfer.study: the AnB/BnB protocol on tiny synthetic tasks (fast; no accuracy claims)."""
 import numpy as np
 import pytest
 
 import nnscratch as nn
-from nnscratch import transfer, transfer_study as ts
+from nnscratch import transfer
+from nnscratch.transfer import study as ts
 from nnscratch.training import set_generator_state
 
 TINY = ts.Schedule(epochs=1, batch_size=8, lr=0.01)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import nnscratch as nn
-from nnscratch.losses import LossValue
+from nnscratch.nn.losses import LossValue
 
 from strategies import random_images
 
@@ -231,7 +231,7 @@ def test_jupyter_kernel_detection(monkeypatch):
 
 
 def test_progress_default_terminal_kernel_and_environment(monkeypatch):
-    from nnscratch import training
+    from nnscratch.training import loop as training
 
     monkeypatch.delenv("NNSCRATCH_PROGRESS", raising=False)
     for tty, kernel, expected in [(False, False, False), (True, False, True), (False, True, True)]:
@@ -253,7 +253,7 @@ def test_fit_uses_the_notebook_aware_bar_in_a_kernel(monkeypatch, capsys):
 
     import tqdm as tqdm_package
 
-    from nnscratch import training
+    from nnscratch.training import loop as training
 
     made = []
 

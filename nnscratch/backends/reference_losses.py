@@ -1,8 +1,8 @@
 """The NumPy reference of the normalizing activations and of the losses (seed 3.3.3), written as
-their formulas; :mod:`nnscratch.reference` re-exports every name, so ``reference.softmax_forward``
+their formulas; :mod:`nnscratch.backends.reference` re-exports every name, so ``reference.softmax_forward``
 works. The compiled backend has no twin of these: :mod:`nnscratch.ops` calls them for both backends.
 
-As in :mod:`nnscratch.reference`, every argument is assumed valid (``ops`` checks them first):
+As in :mod:`nnscratch.backends.reference`, every argument is assumed valid (``ops`` checks them first):
 float32 or float64 arrays, integer labels ``target`` (N,) in ``[0, C)``. ``scale`` is the loss's
 reduction factor: ``1/N`` for the mean (``1/n``, the number of elements, for MSE), ``1`` for the sum.
 The losses' forward returns a NumPy scalar of the input's dtype; their backward returns ``∂L/∂input``.

@@ -3,7 +3,7 @@
 A source network learns the digits 0-4 (task A). Then:
 
 * **zero-shot** (:func:`zero_shot`): the source network, untouched, on its own test set after
-  each input shift of :mod:`nnscratch.data_shifts`;
+  each input shift of :mod:`nnscratch.data.shifts`;
 * **the shifts as targets** (:func:`transfer_three_ways`): with a small label budget of
   shifted 0-4 images, the network is trained three ways: *frozen* (pre-trained body frozen,
   its features cached once, fc1 and a new fc2 trained on them), *fine-tuned* (the frozen
@@ -23,17 +23,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import transfer
-from .activation import ReLU
-from .container import Sequential
-from .data import DataLoader, load_mnist, subset_by_labels
-from .dense import Dense
-from .flatten import Flatten
-from .losses import CrossEntropyLoss
-from .models import keras_transfer_net
-from .optim import SGD
-from .rng import manual_seed
-from .training import evaluate, fit
+from .. import transfer
+from ..nn.activation import ReLU
+from ..nn.container import Sequential
+from ..data import DataLoader, load_mnist, subset_by_labels
+from ..nn.dense import Dense
+from ..nn.flatten import Flatten
+from ..nn.losses import CrossEntropyLoss
+from ..models import keras_transfer_net
+from ..optim import SGD
+from ..rng import manual_seed
+from ..training import evaluate, fit
 
 SOURCE_DIGITS = (0, 1, 2, 3, 4)    # task A
 TARGET_DIGITS = (5, 6, 7, 8, 9)    # task B, for the relatedness comparison

@@ -14,7 +14,7 @@ With zero padding ``P`` and stride ``S`` the output height is ``(H + 2 P_h - K_h
 The loops below run over kernel offsets ``(p, q)`` only, never over pixels: each offset
 touches a whole strided slice of the batch at once.
 
-Softmax, log-softmax and the losses are in :mod:`nnscratch.reference_losses`, re-exported here.
+Softmax, log-softmax and the losses are in :mod:`nnscratch.backends.reference_losses`, re-exported here.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view

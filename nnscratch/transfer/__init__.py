@@ -32,7 +32,7 @@ the promise bit for bit.
 
 Weight files
 ------------
-:func:`save_weights` writes a safetensors file through :mod:`nnscratch.serialization`.
+:func:`save_weights` writes a safetensors file through :mod:`nnscratch.io.safetensors`.
 Unlike ``pickle`` (and so ``torch.save`` or ``np.load(allow_pickle=True)``), which runs
 whatever code its author embedded when a file is loaded, a safetensors file is a JSON header
 followed by raw little-endian array bytes: it *cannot carry code*, so loading weights found
@@ -78,17 +78,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import serialization
-from .activation import LogSoftmax, ReLU, Softmax
-from .container import Sequential
-from .conv import Conv2d
-from .dense import Dense
-from .dropout import Dropout
-from .flatten import Flatten
-from .module import Parameter
-from .optim import SGD
-from .pooling import AvgPool2d, MaxPool2d
-from .training import History, fit, forward_in_batches
+from ..io import safetensors as serialization
+from ..nn.activation import LogSoftmax, ReLU, Softmax
+from ..nn.container import Sequential
+from ..nn.conv import Conv2d
+from ..nn.dense import Dense
+from ..nn.dropout import Dropout
+from ..nn.flatten import Flatten
+from ..nn.module import Parameter
+from ..optim import SGD
+from ..nn.pooling import AvgPool2d, MaxPool2d
+from ..training import History, fit, forward_in_batches
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "LAYER_CLASSES", "LoadReport",
@@ -570,7 +570,7 @@ def save_weights(model, path, metadata=None, input_shape=None):
         Shape of one input sample without the batch axis, e.g. ``(1, 28, 28)``. When given,
         it is checked against the layers (channels, sizes, features).
     """
-    from . import __version__
+    from .. import __version__
 
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"save_weights: metadata must be a dict or None, got {type(metadata).__name__}")

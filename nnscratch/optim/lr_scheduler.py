@@ -22,7 +22,7 @@ import bisect
 import math
 import numbers
 
-from .checks import int_in_range, short_repr
+from ..checks import int_in_range, short_repr
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiStepLR", "StepLR"]
 

@@ -24,7 +24,7 @@ def accuracy_heatmap(cells, *, ax=None, title=None, xlabel=None, ylabel=None):
     """
     if not cells:
         raise ValueError("plot.accuracy_heatmap: cells is empty; expected a dict row -> {column: accuracies}")
-    from .plot import _one_panel
+    from . import _one_panel
     rows = list(cells)
     columns = list(cells[rows[0]])
     for row in rows:
@@ -89,7 +89,7 @@ def layer_transfer(baseline, curves, *, ax=None, title=None, ylim=None,
     baseline = _check_fractions(baseline, "baseline")
     if not curves:
         raise ValueError("plot.layer_transfer: curves is empty; expected a dict name -> {n: accuracies}")
-    from .plot import _one_panel
+    from . import _one_panel
     fig, ax = _one_panel(ax, (7.0, 4.6))
     offsets = np.linspace(-SPREAD / 2, SPREAD / 2, len(curves)) if len(curves) > 1 else [0.0]
     others = itertools.cycle(OTHER_STYLES)

@@ -16,8 +16,8 @@ detection of a diverging (NaN or infinite) loss, and checkpoints from which a ru
 *exactly*: training 2 epochs straight and training 1 epoch, stopping, and resuming from the
 checkpoint in a fresh process give bit-identical parameters.
 
-:class:`History` lives in :mod:`nnscratch.history`, the checkpoint files in
-:mod:`nnscratch.checkpoint`; both are re-exported here.
+:class:`History` lives in :mod:`nnscratch.training.history`, the checkpoint files in
+:mod:`nnscratch.training.checkpoint`.
 
 :func:`evaluate` is the seed's section 4.5 (accuracy on a test set), plus the mean loss and
 the confusion matrix; :func:`predict` gives class indices for a batch of images.
@@ -30,14 +30,14 @@ import time
 
 import numpy as np
 
-from . import ops
-from .checkpoint import find_diverged_parameter, load_checkpoint, save_checkpoint, set_generator_state
+from .. import ops
+from .checkpoint import find_diverged_parameter, load_checkpoint, save_checkpoint
 from .history import History
-from .module import inference
+from ..nn.module import inference
 
 __all__ = [
-    "History", "ParametersDivergedError", "TrainingDivergedError", "evaluate", "fit", "in_jupyter_kernel",
-    "load_checkpoint", "predict", "predict_proba", "save_checkpoint", "set_generator_state", "show_progress_by_default",
+    "ParametersDivergedError", "TrainingDivergedError", "evaluate", "fit", "forward_in_batches", "in_jupyter_kernel",
+    "predict", "predict_proba", "show_progress_by_default",
 ]
 
 
@@ -309,7 +309,7 @@ def evaluate(model, criterion, loader):
     Parameters
     ----------
     model : :class:`nnscratch.Module`
-        Outputs (N, classes). Run as in eval mode inside :func:`nnscratch.module.inference`: no
+        Outputs (N, classes). Run as in eval mode inside :func:`nnscratch.nn.module.inference`: no
         module's ``training`` flag changes and the model keeps no activations afterwards, so
         several threads may evaluate one model at once.
     criterion : loss or None
@@ -352,7 +352,7 @@ def evaluate(model, criterion, loader):
 
 def forward_in_batches(model, images, batch_size=256, transform=None, caller="forward_in_batches"):
     """Outputs of `model` for `images`, computed as in eval mode (dropout off) `batch_size` images at
-    a time and concatenated, inside :func:`nnscratch.module.inference`: no module's ``training`` flag
+    a time and concatenated, inside :func:`nnscratch.nn.module.inference`: no module's ``training`` flag
     changes and the model keeps no activations, so threads may share the model. `transform` (e.g.
     :func:`nnscratch.data.prepare_images`) is applied to each batch first. `caller` names the
     function in error messages."""

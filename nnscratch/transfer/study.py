@@ -36,19 +36,19 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import transfer
-from ._backend import get_num_threads, set_num_threads
-from .activation import ReLU
-from .container import Sequential
-from .conv import Conv2d
-from .data import DataLoader, per_class_subset, prepare_images, subset_by_labels
-from .dense import Dense
-from .flatten import Flatten
-from .losses import CrossEntropyLoss
-from .optim import SGD
-from .pooling import MaxPool2d
-from .rng import manual_seed
-from .training import evaluate, fit
+from .. import transfer
+from ..backends import get_num_threads, set_num_threads
+from ..nn.activation import ReLU
+from ..nn.container import Sequential
+from ..nn.conv import Conv2d
+from ..data import DataLoader, per_class_subset, prepare_images, subset_by_labels
+from ..nn.dense import Dense
+from ..nn.flatten import Flatten
+from ..nn.losses import CrossEntropyLoss
+from ..optim import SGD
+from ..nn.pooling import MaxPool2d
+from ..rng import manual_seed
+from ..training import evaluate, fit
 
 TREATMENTS = ("BnB", "BnB+", "AnB", "AnB+", "RnB")
 """The five treatments of every depth n, in the order of the paper's Figure 2 (plus the control)."""

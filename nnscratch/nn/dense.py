@@ -1,7 +1,8 @@
 """``Dense`` (PyTorch's ``Linear``): the fully connected layer."""
 import numpy as np
 
-from . import init, ops
+from . import init
+from .. import ops
 from .module import Module, Parameter, check_size
 
 
@@ -9,7 +10,7 @@ class Dense(Module):
     """Fully connected layer: ``y = x Wᵀ + b``, i.e. ``y[n, o] = b[o] + Σ_i x[n, i] W[o, i]``.
 
     Backward: ``∂L/∂W = (∂L/∂y)ᵀ x``, ``∂L/∂b = Σ_n ∂L/∂y[n]``, ``∂L/∂x = (∂L/∂y) W``
-    (see :func:`nnscratch.reference.linear_forward`, ``linear_backward`` and ``linear_bias_backward``;
+    (see :func:`nnscratch.backends.reference.linear_forward`, ``linear_backward`` and ``linear_bias_backward``;
     :mod:`nnscratch.ops` runs them on the active backend).
 
     ``weight`` has shape (out_features, in_features), as PyTorch's ``Linear``, so state dicts

@@ -1,7 +1,8 @@
 """``Conv2d``: the convolution layer of seed 3.3.1."""
 import numpy as np
 
-from . import init, ops
+from . import init
+from .. import ops
 from .module import Module, Parameter, check_size
 
 
@@ -12,7 +13,7 @@ class Conv2d(Module):
         y[n, f, i, j] = b[f] + \\sum_{c, p, q} x_{pad}[n, c, i S_h + p, j S_w + q] \\, w[f, c, p, q]
 
     (the seed's ``y(i,j) = Σ_p Σ_q x(i+p, j+q)·k(p,q)`` summed over input channels). The
-    formula and its gradients are in :mod:`nnscratch.reference`; the active backend computes them.
+    formula and its gradients are in :mod:`nnscratch.backends.reference`; the active backend computes them.
 
     Parameters
     ----------
@@ -57,8 +58,8 @@ class Conv2d(Module):
 
     def backward(self, grad_output, need_input_grad=True):
         """``∂L/∂x`` (or ``None``); adds ``∂L/∂w`` and ``∂L/∂b = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` to the parameters'
-        ``.grad`` unless they are frozen (see :func:`nnscratch.reference.conv2d_backward`
-        and :func:`~nnscratch.reference.conv2d_bias_backward`)."""
+        ``.grad`` unless they are frozen (see :func:`nnscratch.backends.reference.conv2d_backward`
+        and :func:`~nnscratch.backends.reference.conv2d_bias_backward`)."""
         x = self._saved("_input")
         grad_x, grad_weight = ops.conv2d_backward(
             x, self.weight.data, grad_output, self.stride, self.padding,

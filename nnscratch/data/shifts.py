@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data import prepare_images, to_float
+from .transforms import prepare_images, to_float
 
 
 def _uint8_images(images, function):

@@ -4,8 +4,8 @@ import numbers
 
 import numpy as np
 
-from . import ops
-from .module import Parameter
+from .. import ops
+from ..nn.module import Parameter
 
 
 class SGD:
@@ -85,7 +85,7 @@ class SGD:
 
     def step(self):
         """Apply one update to every parameter that requires a gradient and has one
-        (:func:`nnscratch.reference.sgd_update`, on the active backend)."""
+        (:func:`nnscratch.backends.reference.sgd_update`, on the active backend)."""
         for group in self.param_groups:
             hyper = {k: group[k] for k in self.DEFAULTS}
             for param in group["params"]:
@@ -169,6 +169,3 @@ class SGD:
             hyper = ", ".join(f"{k}={group[k]}" for k in self.DEFAULTS)
             lines.append(f"  group {i}: {len(group['params'])} parameters, {hyper}")
         return "\n".join(lines)
-
-
-from . import lr_scheduler  # noqa: E402, F401  (nnscratch.optim.lr_scheduler, as torch.optim.lr_scheduler)

@@ -1,7 +1,7 @@
 """Which implementation of the hot operations is active: compiled kernels or the NumPy reference.
 
 * ``"cython"``: :mod:`nnscratch._kernels`, built from ``nnscratch/_kernels.pyx`` at install time;
-* ``"numpy"``: :mod:`nnscratch.reference`, the readable definition every kernel is tested against.
+* ``"numpy"``: :mod:`nnscratch.backends.reference`, the readable definition every kernel is tested against.
 
 The default is ``"cython"`` when the extension is built, otherwise ``"numpy"`` with one warning.
 ``NNSCRATCH_BACKEND=numpy|cython`` in the environment, :func:`set_backend` or the
@@ -23,7 +23,7 @@ import warnings
 from . import reference
 
 try:
-    from . import _kernels
+    from .. import _kernels
 except ImportError as error:  # the extension was not built (e.g. a plain source checkout)
     _kernels = None
     _KERNELS_IMPORT_ERROR = error

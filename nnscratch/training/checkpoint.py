@@ -1,6 +1,6 @@
 """Checkpoints of :func:`nnscratch.fit`, from which a run resumes *exactly*.
 
-A checkpoint is one :mod:`nnscratch.serialization` file (safetensors: it cannot carry code)
+A checkpoint is one :mod:`nnscratch.io.safetensors` file (safetensors: it cannot carry code)
 holding the arrays ``model.<parameter name>`` and ``optimizer.<index>.<state name>`` (e.g.
 ``optimizer.0.momentum_buffer``), and in its JSON header everything else a resumed run
 needs: the number of epochs completed, the :class:`~nnscratch.History`, the optimizer's
@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 
-from . import rng as _rng
-from . import serialization
-from .checks import int_in_range, short_repr
+from .. import rng as _rng
+from ..io import safetensors as serialization
+from ..checks import int_in_range, short_repr
 from .history import History
 
 CHECKPOINT_FORMAT = "nnscratch.checkpoint"
@@ -101,7 +101,7 @@ def load_checkpoint(path, model, optimizer=None, train_loader=None, *, scheduler
     each generator state: one of :data:`nnscratch.rng.BIT_GENERATORS`, with that class's fields,
     ranges and array sizes). A ``ValueError`` names the file, the entry, the value found and what
     was expected. `max_header_bytes` caps the JSON header (default: that of
-    :func:`nnscratch.serialization.load_file`); a very long history may need it raised.
+    :func:`nnscratch.io.safetensors.load_file`); a very long history may need it raised.
     """
     limits = {} if max_header_bytes is None else {"max_header_bytes": max_header_bytes}
     arrays, header = serialization.load_file(path, **limits)

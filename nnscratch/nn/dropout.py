@@ -3,9 +3,9 @@ import numbers
 
 import numpy as np
 
-from . import ops
+from .. import ops
 from .module import Module
-from .rng import default_generator
+from ..rng import default_generator
 
 
 class Dropout(Module):
@@ -13,11 +13,11 @@ class Dropout(Module):
     expected activation is unchanged ("inverted" dropout, as PyTorch); the identity in eval mode.
 
     ``y = x · m / (1 - p)`` with ``m ~ Bernoulli(1 - p)``; backward ``∂L/∂x = ∂L/∂y · m / (1 - p)``
-    (:func:`nnscratch.reference.dropout_forward`).
+    (:func:`nnscratch.backends.reference.dropout_forward`).
 
     Each forward pass draws one 64-bit key from ``generator`` (default: the library-wide generator
     of :mod:`nnscratch.rng`, so :func:`nnscratch.manual_seed` makes the masks reproducible); the
-    mask is a pure function of that key (:func:`nnscratch.reference.dropout_keep_mask`), so the
+    mask is a pure function of that key (:func:`nnscratch.backends.reference.dropout_keep_mask`), so the
     backward pass recomputes it rather than keeping it in memory. :meth:`manual_seed` gives this
     layer a generator of its own (gradient checks use it to replay one mask).
     """

@@ -1,5 +1,5 @@
 """``MaxPool2d`` and ``AvgPool2d``: the pooling layers of seed 3.3.2."""
-from . import ops
+from .. import ops
 from .module import Module
 
 
@@ -24,7 +24,7 @@ class MaxPool2d(_Pool2d):
 
     ``stride`` defaults to ``kernel_size``. The backward pass sends each output's gradient to
     the first maximal pixel of its window; overlapping windows accumulate. See
-    :func:`nnscratch.reference.maxpool2d_forward` for the tie rule.
+    :func:`nnscratch.backends.reference.maxpool2d_forward` for the tie rule.
     """
 
     def forward(self, x):

@@ -55,12 +55,12 @@ MAX_HEADER_BYTES = 1 << 24
 length in memory (a list of floats), so the safetensors library's own 100 MB would let a hostile
 header cost a gigabyte; nnscratch's headers are far smaller (a checkpoint's history holds ~20
 bytes per training step). Raise it per call (``load_file(..., max_header_bytes=...)``) or for
-the process (``nnscratch.serialization.MAX_HEADER_BYTES = ...``)."""
+the process (``nnscratch.io.safetensors.MAX_HEADER_BYTES = ...``)."""
 
 MAX_ENTRIES = 1 << 14
 """Default cap on the number of arrays in a file: 16384 (a network has tens to hundreds; each
 entry costs a few kB to load). Raise it per call (``load_file(..., max_entries=...)``) or for
-the process (``nnscratch.serialization.MAX_ENTRIES = ...``)."""
+the process (``nnscratch.io.safetensors.MAX_ENTRIES = ...``)."""
 
 _CONTAINERS_PER_ENTRY = 4
 """JSON objects/lists a file may hold per allowed entry (an entry is an object with two lists;
@@ -305,7 +305,7 @@ def load_file(path, max_header_bytes=None, max_entries=None):
         if header_length > max_header_bytes:
             raise fail(f"header length {header_length} bytes exceeds the limit of {max_header_bytes} bytes "
                        "(if the file is genuine, pass load_file(..., max_header_bytes=...) or raise "
-                       "nnscratch.serialization.MAX_HEADER_BYTES)")
+                       "nnscratch.io.safetensors.MAX_HEADER_BYTES)")
         if header_length > size - 8:
             raise fail(f"header length {header_length} bytes is larger than the rest of the file ({size - 8} bytes)")
         header_bytes = file.read(header_length)
@@ -334,7 +334,7 @@ def load_file(path, max_header_bytes=None, max_entries=None):
 
 
 _RAISE_ENTRIES = ("(if the file is genuine, pass load_file(..., max_entries=...) or raise "
-                  "nnscratch.serialization.MAX_ENTRIES)")
+                  "nnscratch.io.safetensors.MAX_ENTRIES)")
 
 
 def _parse_header(header_bytes, data_length, max_entries, fail):

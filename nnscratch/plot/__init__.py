@@ -19,8 +19,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .container import Sequential
-from .module import Parameter
+from ..nn.container import Sequential
+from ..nn.module import Parameter
 
 # Line styles of accuracy_vs_labels: curves that lie on top of each other stay distinguishable.
 CURVE_STYLES = ({"marker": "o", "linestyle": "-"}, {"marker": "s", "linestyle": "--"},
@@ -416,4 +416,4 @@ def accuracy_vs_labels(budgets, curves, *, ax=None, xticklabels=None, title=None
     ax.grid(True, alpha=0.3)
     ax.legend()
     return fig
-from .plot_transfer import accuracy_heatmap, layer_transfer  # noqa: E402,F401  (the transfer studies' figures)
+from .transfer import accuracy_heatmap, layer_transfer  # noqa: E402,F401  (the transfer studies' figures)

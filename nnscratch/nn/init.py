@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .rng import default_generator
+from ..rng import default_generator
 
 
 def fan_in(shape):

@@ -1,10 +1,10 @@
 """Element-wise and normalizing activations: ``ReLU``, ``Softmax``, ``LogSoftmax``."""
-from . import ops
+from .. import ops
 from .module import Module
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``; backward ``∂L/∂x = ∂L/∂y · [x > 0]`` (see :func:`nnscratch.reference.relu_forward`)."""
+    """``y = max(x, 0)``; backward ``∂L/∂x = ∂L/∂y · [x > 0]`` (see :func:`nnscratch.backends.reference.relu_forward`)."""
 
     def forward(self, x):
         y = ops.relu(x, where=self._where())
@@ -44,8 +44,8 @@ class LogSoftmax(_AlongDim):
     """``y_k = x_k - log Σ_j exp(x_j)`` along ``dim``, computed as ``x_k - m - log Σ_j exp(x_j - m)``
     with ``m = max_j x_j`` so that no exponential overflows (log-sum-exp).
 
-    Backward: ``∂L/∂x_k = g_k - exp(y_k) Σ_j g_j`` (see :func:`nnscratch.reference.log_softmax_forward`
-    and :func:`~nnscratch.reference.log_softmax_backward`).
+    Backward: ``∂L/∂x_k = g_k - exp(y_k) Σ_j g_j`` (see :func:`nnscratch.backends.reference.log_softmax_forward`
+    and :func:`~nnscratch.backends.reference.log_softmax_backward`).
     """
 
     _forward, _backward = staticmethod(ops.log_softmax), staticmethod(ops.log_softmax_backward)
@@ -54,8 +54,8 @@ class LogSoftmax(_AlongDim):
 class Softmax(_AlongDim):
     """``y_k = exp(x_k - m) / Σ_j exp(x_j - m)`` along ``dim`` with ``m = max_j x_j``.
 
-    Backward: ``∂L/∂x_k = y_k (g_k - Σ_j g_j y_j)`` (see :func:`nnscratch.reference.softmax_forward`
-    and :func:`~nnscratch.reference.softmax_backward`).
+    Backward: ``∂L/∂x_k = y_k (g_k - Σ_j g_j y_j)`` (see :func:`nnscratch.backends.reference.softmax_forward`
+    and :func:`~nnscratch.backends.reference.softmax_backward`).
     """
 
     _forward, _backward = staticmethod(ops.softmax), staticmethod(ops.softmax_backward)

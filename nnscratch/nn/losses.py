@@ -18,7 +18,7 @@ Both compute the seed's ``L = -Σ_i t_i log y_i`` with one-hot ``t`` and ``y = s
 """
 import numpy as np
 
-from . import ops
+from .. import ops
 from .module import keeps_for_backward
 
 LOG_PROBABILITY_TOLERANCE = 1e-3
@@ -55,7 +55,7 @@ class _Loss:
 
     def _keep_for_backward(self, gradient, *args):
         """Remember ``∂L/∂input = gradient(*args)`` for :meth:`backward`, unless the call runs inside
-        :func:`nnscratch.module.no_grad` or ``inference`` (as in ``evaluate``): then compute and keep nothing."""
+        :func:`nnscratch.nn.module.no_grad` or ``inference`` (as in ``evaluate``): then compute and keep nothing."""
         keep = keeps_for_backward()
         self._grad, self._nothing_kept = (gradient(*args) if keep else None), not keep
 
@@ -88,7 +88,7 @@ class CrossEntropyLoss(_Loss):
           = \\frac{1}{N} \\sum_n \\Big( \\log \\sum_j e^{z_{nj} - m_n} + m_n - z_{n t_n} \\Big),\\quad m_n = \\max_j z_{nj}
 
     (log-sum-exp: no exponential overflows). Gradient: ``∂L/∂z = (softmax(z) - onehot(t)) / N``.
-    See :func:`nnscratch.reference.cross_entropy_forward` and ``cross_entropy_backward``.
+    See :func:`nnscratch.backends.reference.cross_entropy_forward` and ``cross_entropy_backward``.
     """
 
     def __call__(self, input, target):
@@ -109,7 +109,7 @@ class NLLLoss(_Loss):
     Anything else -- typically logits, on which the loss would silently come out negative or
     meaningless -- raises :class:`ValueError`. Rows holding NaN or infinite values are not
     checked, so a diverging run still ends in a non-finite loss.
-    See :func:`nnscratch.reference.nll_forward` and ``nll_backward``.
+    See :func:`nnscratch.backends.reference.nll_forward` and ``nll_backward``.
     """
 
     def __call__(self, input, target):
@@ -136,7 +136,7 @@ def _check_log_probabilities(y):
 
 class MSELoss(_Loss):
     """Mean squared error over all elements: ``L = 1/n Σ_i (y_i - t_i)²``; ``∂L/∂y = 2 (y - t) / n``
-    (see :func:`nnscratch.reference.mse_forward` and ``mse_backward``)."""
+    (see :func:`nnscratch.backends.reference.mse_forward` and ``mse_backward``)."""
 
     def __call__(self, input, target):
         y, t = ops.check_regression_target(input, target, "MSELoss")

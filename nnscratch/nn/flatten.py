@@ -1,7 +1,7 @@
 """``Flatten``: from feature maps to feature vectors."""
 import math
 
-from . import ops
+from .. import ops
 from .module import Module
 
 

@@ -1,0 +1,4 @@
+"""Files: safetensors weight files and checkpoints that cannot carry code (:mod:`.safetensors`)."""
+from . import safetensors
+
+__all__ = ["safetensors"]

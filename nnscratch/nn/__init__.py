@@ -1,0 +1,17 @@
+"""Layers and losses: each layer is a :class:`Module` whose ``forward`` and ``backward`` call
+:mod:`nnscratch.ops` (which checks the arguments and runs the active backend's formula)."""
+from .activation import LogSoftmax, ReLU, Softmax
+from .container import Sequential
+from .conv import Conv2d
+from .dense import Dense, Linear
+from .dropout import Dropout
+from .flatten import Flatten
+from .losses import CrossEntropyLoss, MSELoss, NLLLoss
+from .module import Module, Parameter, enable_grad, inference, no_grad
+from .pooling import AvgPool2d, MaxPool2d
+
+__all__ = [
+    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "Linear", "LogSoftmax", "MSELoss",
+    "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "Sequential", "Softmax", "enable_grad", "inference",
+    "no_grad",
+]
