@@ -9,9 +9,11 @@ from .flatten import Flatten
 from .losses import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Parameter, enable_grad, inference, no_grad
 from .pooling import AvgPool2d, MaxPool2d
+from .registry import LAYER_CLASSES, register_layer
+from .state import LoadReport, load_arrays
 
 __all__ = [
-    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "Linear", "LogSoftmax", "MSELoss",
-    "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "Sequential", "Softmax", "enable_grad", "inference",
-    "no_grad",
+    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "LAYER_CLASSES", "Linear", "LoadReport",
+    "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "Sequential", "Softmax",
+    "enable_grad", "inference", "load_arrays", "no_grad", "register_layer",
 ]

@@ -91,6 +91,23 @@ class Sequential(Module):
         self.index(name)
         delattr(self, name)
 
+    def output_shape(self, input_shape):
+        """The last child's output shape, each child's output shape being the next one's input shape."""
+        for layer in self._modules.values():
+            input_shape = layer.output_shape(input_shape)
+        return tuple(input_shape)
+
+    def flops(self, input_shape):
+        """The sum of the children's FLOPs; None (unknown) if a child does not say."""
+        total = 0
+        for layer in self._modules.values():
+            flops = layer.flops(input_shape)
+            if flops is None:
+                return None
+            total += flops
+            input_shape = layer.output_shape(input_shape)
+        return total
+
     def forward(self, x):
         for layer in self._modules.values():
             x = layer(x)

@@ -1,11 +1,16 @@
 """``Conv2d``: the convolution layer of seed 3.3.1."""
+import math
+
 import numpy as np
 
 from . import init
 from .. import ops
-from .module import Module, Parameter, check_size
+from ..checks import check_bool, check_float_dtype, check_size
+from .module import Module, Parameter
+from .registry import register_layer
 
 
+@register_layer
 class Conv2d(Module):
     """2-D convolution over an NCHW batch.
 
@@ -32,15 +37,44 @@ class Conv2d(Module):
                  dtype=np.float32, generator=None):
         super().__init__()
         where = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
-        self.in_channels = check_size(in_channels, "in_channels", where)
-        self.out_channels = check_size(out_channels, "out_channels", where)
-        self.kernel_size = ops.pair(kernel_size, "kernel_size", where, 1)
+        shapes = self.parameter_shapes(in_channels, out_channels, kernel_size, bias=bias)
+        self.out_channels, self.in_channels, *kernel = shapes["weight"]
+        self.kernel_size = tuple(kernel)
         self.stride = ops.pair(stride, "stride", where, 1)
         self.padding = ops.pair(padding, "padding", where, 0)
-        shape = (self.out_channels, self.in_channels) + self.kernel_size
-        self.weight = Parameter(init.kaiming_uniform(shape, generator=generator, dtype=dtype))
-        self.bias = Parameter(init.bias_uniform(self.out_channels, init.fan_in(shape), generator, dtype)) if bias else None
+        dtype = check_float_dtype(dtype, where)
+        self.weight = Parameter(init.kaiming_uniform(shapes["weight"], generator=generator, dtype=dtype))
+        self.bias = Parameter(init.bias_uniform(self.out_channels, init.fan_in(shapes["weight"]), generator, dtype)) \
+            if "bias" in shapes else None
         self._input = None
+
+    @classmethod
+    def parameter_shapes(cls, in_channels, out_channels, kernel_size, bias=True, **_):
+        """``{"weight": (out_channels, in_channels, K_h, K_w), "bias": (out_channels,)}`` (no bias if
+        ``bias=False``), with the constructor's checks of these arguments."""
+        where = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
+        weight = (check_size(out_channels, "out_channels", where), check_size(in_channels, "in_channels", where)) \
+            + ops.pair(kernel_size, "kernel_size", where, 1)
+        return {"weight": weight, "bias": weight[:1]} if check_bool(bias, "bias", where) else {"weight": weight}
+
+    def constructor_args(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "padding": self.padding, "bias": self.bias is not None,
+                "dtype": self.weight.dtype}
+
+    def output_shape(self, input_shape):
+        """``(N, out_channels, OH, OW)`` with ``OH = (H + 2 P_h - K_h) // S_h + 1``
+        (:func:`nnscratch.backends.reference.output_size`)."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4 or input_shape[1] != self.in_channels:
+            raise ValueError(f"{self._where()}: expects an input (N, {self.in_channels}, H, W), got {input_shape}")
+        out_hw = ops.window_output_size(input_shape, self.kernel_size, self.stride, self.padding, self._where())
+        return (input_shape[0], self.out_channels) + out_hw
+
+    def flops(self, input_shape):
+        """``2 · C · K_h · K_w`` per output value (one multiply-add per weight), plus one addition for the bias."""
+        outputs = math.prod(self.output_shape(input_shape))
+        return 2 * outputs * self.in_channels * math.prod(self.kernel_size) + (outputs if self.bias is not None else 0)
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

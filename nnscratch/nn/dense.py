@@ -3,9 +3,12 @@ import numpy as np
 
 from . import init
 from .. import ops
-from .module import Module, Parameter, check_size
+from ..checks import check_bool, check_float_dtype, check_size
+from .module import Module, Parameter
+from .registry import register_layer
 
 
+@register_layer(aliases=("Linear",))
 class Dense(Module):
     """Fully connected layer: ``y = x Wᵀ + b``, i.e. ``y[n, o] = b[o] + Σ_i x[n, i] W[o, i]``.
 
@@ -19,13 +22,38 @@ class Dense(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, generator=None):
         super().__init__()
-        where = f"Dense({in_features}, {out_features})"
-        self.in_features = check_size(in_features, "in_features", where)
-        self.out_features = check_size(out_features, "out_features", where)
-        shape = (self.out_features, self.in_features)
-        self.weight = Parameter(init.kaiming_uniform(shape, generator=generator, dtype=dtype))
-        self.bias = Parameter(init.bias_uniform(self.out_features, self.in_features, generator, dtype)) if bias else None
+        shapes = self.parameter_shapes(in_features, out_features, bias=bias)
+        self.out_features, self.in_features = shapes["weight"]
+        dtype = check_float_dtype(dtype, f"Dense({in_features}, {out_features})")
+        self.weight = Parameter(init.kaiming_uniform(shapes["weight"], generator=generator, dtype=dtype))
+        self.bias = Parameter(init.bias_uniform(self.out_features, self.in_features, generator, dtype)) \
+            if "bias" in shapes else None
         self._input = None
+
+    @classmethod
+    def parameter_shapes(cls, in_features, out_features, bias=True, **_):
+        """``{"weight": (out_features, in_features), "bias": (out_features,)}`` (no bias if ``bias=False``),
+        with the constructor's checks of these arguments."""
+        where = f"Dense({in_features}, {out_features})"
+        weight = (check_size(out_features, "out_features", where), check_size(in_features, "in_features", where))
+        return {"weight": weight, "bias": weight[:1]} if check_bool(bias, "bias", where) else {"weight": weight}
+
+    def constructor_args(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "dtype": self.weight.dtype}
+
+    def output_shape(self, input_shape):
+        """``(N, out_features)`` for an input ``(N, in_features)``."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 2 or input_shape[1] != self.in_features:
+            raise ValueError(f"{self._where()}: expects an input (N, {self.in_features}), got {input_shape}")
+        return (input_shape[0], self.out_features)
+
+    def flops(self, input_shape):
+        """``2 · N · in_features · out_features`` (one multiply-add per weight and sample), plus ``N · out_features``
+        additions for the bias."""
+        n, outputs = self.output_shape(input_shape)
+        return 2 * n * self.in_features * outputs + (n * outputs if self.bias is not None else 0)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}" + ("" if self.bias is not None else ", bias=False")

@@ -5,9 +5,11 @@ import numpy as np
 
 from .. import ops
 from .module import Module
+from .registry import register_layer
 from ..rng import default_generator
 
 
+@register_layer
 class Dropout(Module):
     """Zero each element with probability ``p`` and scale the survivors by ``1/(1-p)`` so the
     expected activation is unchanged ("inverted" dropout, as PyTorch); the identity in eval mode.
@@ -31,6 +33,16 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+    def constructor_args(self):
+        return {"p": self.p}
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def flops(self, input_shape):
+        """Zero: dropout is the identity in eval mode."""
+        return 0
 
     def manual_seed(self, seed):
         self.generator = np.random.default_rng(seed)

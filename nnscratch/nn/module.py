@@ -10,6 +10,18 @@ Parameters and sub-modules assigned as attributes are registered automatically, 
 ``named_parameters()`` yields names such as ``conv1.weight`` and ``state_dict()`` uses
 the same keys as the equivalent PyTorch model.
 
+What a layer says about itself
+------------------------------
+Weight files, :func:`nnscratch.transfer.load_model` and :func:`nnscratch.transfer.summary` keep no
+table of layer classes: they ask the layer. ``constructor_args()`` gives the arguments that rebuild
+it (what a weight file's header records), the class method ``parameter_shapes(**args)`` the shapes
+of the parameters it would hold (checked against a file before anything is allocated),
+``output_shape(input_shape)`` and ``flops(input_shape)`` what it computes. The defaults here suit a
+layer of your own that says nothing: it cannot be rebuilt from a file (its weights still save and
+load by name), its output shape is found by running it once on zeros, its FLOPs are unknown
+(``None``). A class joins the registry ``load_model`` builds from with
+:func:`nnscratch.nn.register_layer`.
+
 What a forward keeps
 --------------------
 Only a forward that a backward may follow keeps anything. A forward keeps what its backward
@@ -41,11 +53,12 @@ kept activations, its gradients, its parameters, its modes). Give each training 
 model, and do not train a model while other threads run inference on it.
 """
 import contextlib
-import numbers
 import threading
 from collections import OrderedDict
 
 import numpy as np
+
+from .state import load_arrays
 
 
 class _ForwardMode(threading.local):
@@ -101,14 +114,6 @@ def _why_nothing_was_kept():
     if _forward_mode.inference:
         return "inside inference() (as predict, evaluate and extract_features run)"
     return "inside no_grad()" if _forward_mode.keep is False else "in eval mode (model.eval())"
-
-
-def check_size(value, name, where):
-    """A layer size (channels, features...): a positive integer, Python's or NumPy's but not a
-    bool; returned as a Python ``int``, or a ValueError naming the layer (``where``) and the value."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class Parameter:
@@ -272,36 +277,50 @@ class Module:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self):
-        """An ordered ``{name: array copy}`` of every parameter, keyed as ``named_parameters()``."""
+        """An ordered ``{name: array copy}`` of every parameter, keyed as ``named_parameters()``: C-contiguous
+        copies in the parameters' dtypes, which load into the equivalent PyTorch model (after
+        ``torch.from_numpy``; :func:`nnscratch.transfer.to_torch_state_dict` is this)."""
         return OrderedDict((name, param.data.copy()) for name, param in self.named_parameters())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters of the same names.
+        """Copy arrays into the parameters of the same names (cast to each parameter's dtype), as PyTorch's.
 
-        With ``strict=True`` the keys must match exactly. Shapes must always match; every
-        mismatch is reported at once. Returns ``(missing_keys, unexpected_keys)``.
+        With ``strict=True`` the keys must match exactly. Shapes must always match. Every problem is
+        reported at once, and a refused load changes nothing. Returns ``(missing_keys, unexpected_keys)``.
+        (:func:`nnscratch.nn.state.load_arrays`, the one loader of arrays by name, with this policy.)
         """
-        own = OrderedDict(self.named_parameters())
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        mismatched = [
-            f"{k}: model {own[k].shape} vs given {np.shape(state_dict[k])}"
-            for k in own
-            if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape
-        ]
-        problems = []
-        if strict and missing:
-            problems.append(f"missing keys {missing}")
-        if strict and unexpected:
-            problems.append(f"unexpected keys {unexpected}")
-        if mismatched:
-            problems.append("shape mismatch for " + "; ".join(mismatched))
-        if problems:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
-        for name, param in own.items():
-            if name in state_dict:
-                param.data = np.array(state_dict[name], dtype=param.dtype, copy=True)
-        return missing, unexpected
+        report = load_arrays(self, state_dict, strict=strict, mismatched="raise",
+                             caller=f"{type(self).__name__}.load_state_dict")
+        return report.missing, report.unexpected
+
+    # -- what a layer says about itself (weight files, load_model, summary) -------------
+    def constructor_args(self):
+        """The constructor arguments that rebuild this layer: ``type(layer)(**layer.constructor_args())`` is
+        an equal layer (with new initial values). A weight file's architecture header records them (tuples as
+        lists, a dtype as its name). ``None`` (this default): the layer does not say; its weights still save
+        and load by name, and a model holding it is built in code (:func:`nnscratch.transfer.load_weights`)."""
+        return None
+
+    @classmethod
+    def parameter_shapes(cls, **args):
+        """``{parameter name: shape}`` of the layer ``cls(**args)`` would build, computed *without* building it,
+        so that :func:`nnscratch.transfer.load_model` compares a file's arrays with its header before allocating
+        anything. Raises as the constructor does for arguments it refuses. ``None`` (this default): not known
+        before the layer is built."""
+        return None
+
+    def output_shape(self, input_shape):
+        """Shape of the output for an input of shape `input_shape` (batch axis included); a ValueError naming
+        the layer if that input does not fit it. This default runs the layer once on zeros inside
+        :func:`inference`; the built-in layers compute it from their hyper-parameters."""
+        dtype = next((param.dtype for param in self.parameters()), np.float32)
+        with inference():
+            return tuple(self(np.zeros(tuple(input_shape), dtype=dtype)).shape)
+
+    def flops(self, input_shape):
+        """Floating-point operations of one forward in eval mode for an input of shape `input_shape` (a
+        multiply-add counts 2), as :func:`nnscratch.transfer.summary` shows them. ``None`` (this default): unknown."""
+        return None
 
     # -- display -------------------------------------------------------------------------
     def extra_repr(self):

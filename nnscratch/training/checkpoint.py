@@ -14,10 +14,14 @@ import numpy as np
 from .. import rng as _rng
 from ..io import safetensors as serialization
 from ..checks import int_in_range, short_repr
+from ..nn.state import load_arrays
 from .history import History
 
 CHECKPOINT_FORMAT = "nnscratch.checkpoint"
+"""Value of the ``"format"`` key of a checkpoint's JSON header."""
 CHECKPOINT_VERSION = 1
+MODEL_PREFIX = "model."
+"""What a checkpoint's model arrays are named with: ``model.<parameter name>``."""
 
 MAX_EPOCH = 1_000_000
 """Largest ``epoch`` a checkpoint may hold (a resumed :func:`nnscratch.fit` runs up to it)."""
@@ -50,7 +54,7 @@ def save_checkpoint(path, model, optimizer, *, epoch, history=None, train_loader
         if type(generator.bit_generator) not in _rng.BIT_GENERATORS.values():
             raise ValueError(f"save_checkpoint({str(path)!r}): {name} uses a {type(generator.bit_generator).__name__} "
                              f"bit generator; a checkpoint can restore only {', '.join(_rng.BIT_GENERATORS)}")
-    arrays = {f"model.{name}": param.data for name, param in model.named_parameters()}
+    arrays = {MODEL_PREFIX + name: param.data for name, param in model.named_parameters()}
     optimizer_header = None
     if optimizer is not None:
         state_dict = optimizer.state_dict()
@@ -136,26 +140,27 @@ def _checked_plan(path, arrays, header, model, optimizer, scheduler):
 
 
 def _split_arrays(path, arrays, model):
-    """({parameter name: array}, {(index, name): array}), each array checked against the model."""
-    params = dict(model.named_parameters())
+    """({parameter name: array}, {(index, name): array}), the model's arrays checked against the model by
+    :func:`nnscratch.nn.state.load_arrays` (the same names and shapes) and, for a bit-identical resume, the
+    same dtypes."""
     model_state, optimizer_arrays, problems = {}, {}, []
     for key, array in arrays.items():
         kind, _, rest = key.partition(".")
-        if kind == "model" and rest in params:
-            if array.shape != params[rest].shape or array.dtype != params[rest].dtype:
-                problems.append(f"{key} is {array.dtype} {array.shape}, the model's parameter is "
-                                f"{params[rest].dtype} {params[rest].shape}")
-            model_state[rest] = array
+        if key.startswith(MODEL_PREFIX):
+            model_state[key[len(MODEL_PREFIX):]] = array
         elif kind == "optimizer" and _INDEXED.fullmatch(rest):
             index, _, name = rest.partition(".")
             optimizer_arrays[int(index), name] = array
-        elif kind == "model":
-            problems.append(f"{short_repr(key)} is not a parameter of the model")
         else:
             problems.append(f"unexpected array {short_repr(key)}")
-    missing = [f"model.{name}" for name in params if name not in model_state]
-    if missing:
-        problems.append(f"missing arrays {missing[:10]} (the model's parameters)")
+    report = load_arrays(model, model_state, strict=False, source=str(path), caller="load_checkpoint", check_only=True)
+    params = dict(model.named_parameters())
+    wrong = [name for name, _, _ in report.mismatched] + [n for n in report.loaded if model_state[n].dtype != params[n].dtype]
+    problems += [f"{MODEL_PREFIX}{name} is {model_state[name].dtype} {model_state[name].shape}, the model's parameter is "
+                 f"{params[name].dtype} {params[name].shape}" for name in wrong]
+    problems += [f"{short_repr(MODEL_PREFIX + name)} is not a parameter of the model" for name in report.unexpected]
+    if report.missing:
+        problems.append(f"missing arrays {[MODEL_PREFIX + name for name in report.missing][:10]} (the model's parameters)")
     if problems:
         raise ValueError(f"{path}: the checkpoint does not match the model (load_state_dict): "
                          + "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else ""))
