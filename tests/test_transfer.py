@@ -336,16 +336,31 @@ def test_malformed_nnscratch_headers_are_refused(tmp_path):
         serialization.save_file(path, arrays, header)
         return path
 
-    base = {"format": "nnscratch-weights", "format_version": 1, "nnscratch_version": "0.1.0",
+    base = {"format": transfer.FORMAT, "format_version": 1, "nnscratch_version": "0.1.0",
             "input_shape": None, "metadata": {}}
     marker = tmp_path / "pwned"
+
+    def conv1_with(**args):
+        return [{**good_arch[0], "args": {**good_arch[0]["args"], **args}}, *good_arch[1:]]
+
     cases = {
         "foreign class": ([{"name": "conv1", "class": "os.system", "args": {"command": f"touch {marker}"}}],
                           "cannot be rebuilt"),
         "dunder class": ([{"name": "x", "class": "__import__", "args": {}}], "cannot be rebuilt"),
-        "unknown argument": ([{**good_arch[0], "args": {**good_arch[0]["args"], "__class__": 1}}], "unknown arguments"),
-        "bad type": ([{**good_arch[0], "args": {**good_arch[0]["args"], "out_channels": "4"}}], "positive int"),
+        "unknown argument": (conv1_with(__class__=1), "unknown arguments"),
+        "bad type": (conv1_with(out_channels="4"), "positive int"),
         "not a list": ({"conv1": "Conv2d"}, "must be a list"),
+        "the base class": ([{"name": "m", "class": "Module", "args": {}}], "'Module', which cannot be rebuilt"),
+        "a generator": (conv1_with(generator=0), r"unknown arguments \['generator'\]"),
+        "object dtype": (conv1_with(dtype="object"),
+                         r"layer 'conv1' \(Conv2d\): Conv2d\(1, 4, kernel_size=\[3, 3\]\): dtype must be float32 or float64"),
+        "structured dtype": (conv1_with(dtype={"names": ["a"]}), "dtype must be float32 or float64"),
+        "bias as text": (conv1_with(bias="no"), "bias must be True or False"),
+        "kernel as object": (conv1_with(kernel_size={"h": 3}), "kernel_size must be an int or a pair of ints"),
+        "missing argument": ([{"name": "fc", "class": "Dense", "args": {"in_features": 3}}],
+                             "lacks the argument 'out_features'"),
+        "start_dim as text": ([*good_arch[:6], {"name": "flatten", "class": "Flatten", "args": {"start_dim": "1"}},
+                               *good_arch[7:]], r"layer 'flatten' \(Flatten\): Flatten\(start_dim='1'\): start_dim must be an"),
         "enormous layer": ([{"name": "conv1", "class": "Conv2d", "args": {
             "in_channels": 1, "out_channels": 4, "kernel_size": 3}},
             {"name": "fc1", "class": "Dense", "args": {"in_features": 10**6, "out_features": 10**6}}],
@@ -353,8 +368,9 @@ def test_malformed_nnscratch_headers_are_refused(tmp_path):
     }
     for i, (arch, reason) in enumerate(cases.values()):
         path = write(f"case{i}.safetensors", {**base, "architecture": arch})
-        with pytest.raises(ValueError, match=reason):
+        with pytest.raises(ValueError, match=reason) as info:
             transfer.load_model(path)
+        assert str(info.value).startswith(f"load_model({path})"), info.value  # every refusal names the file
     assert not marker.exists()
     newer = write("newer.safetensors", {**base, "format_version": 99, "architecture": good_arch})
     with pytest.raises(ValueError, match="format version 99"):
