@@ -49,6 +49,16 @@ def test_without_the_extension_the_reference_runs_with_one_warning():
     assert "(1, 2, 3, 3) 1 RuntimeWarning" in out and "not built" in out
 
 
+def test_kernels_info_says_what_was_built():
+    info = nnscratch.backends.kernels_info()
+    assert info["built"] is True and info["path"].startswith(str(ROOT / "nnscratch" / "_kernels"))
+    assert info["openmp"] is nnscratch.backends._kernels.OPENMP and len(info["built_at"]) == 19
+    code = ("import sys, warnings\nsys.modules['nnscratch._kernels'] = None\nwarnings.simplefilter('ignore')\n"
+            "import nnscratch\nprint(nnscratch.backends.kernels_info())")
+    out, _ = run_python(code)
+    assert out.startswith("{'built': False, 'openmp': False, 'error': ") and "_kernels" in out
+
+
 def test_forcing_cython_without_the_extension_is_a_clear_error():
     code = (
         "import sys\n"

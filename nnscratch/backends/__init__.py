@@ -75,6 +75,17 @@ def kernels():
     return _modules[_active]
 
 
+def kernels_info():
+    """What was built: ``{"built": bool, "openmp": bool, "path": str, "built_at": "YYYY-MM-DD HH:MM:SS"}``
+    (``path`` and ``built_at`` only when built; ``error`` says why not). Benchmarks and bug reports print it."""
+    if _kernels is None:
+        return {"built": False, "openmp": False, "error": str(_KERNELS_IMPORT_ERROR)}
+    import time
+    path = _kernels.__file__
+    return {"built": True, "openmp": bool(_kernels.OPENMP), "path": path,
+            "built_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(path)))}
+
+
 def available_cores():
     """Cores this process may run on."""
     try:
