@@ -53,6 +53,7 @@ def pair(value):
 
 
 def output_hw(h, w, kernel, stride, padding):
-    """Output height and width of a convolution or pooling window: ``(h + 2p - k) // s + 1`` per axis."""
+    """Output height and width of a convolution or pooling window: ``(h + 2p - k) // s + 1`` per axis, by the
+    one formula, :func:`nnscratch.reference.output_size`."""
     (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
-    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    return nnscratch.reference.output_size(h, kh, sh, ph), nnscratch.reference.output_size(w, kw, sw, pw)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from nnscratch import reference
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "bench.py"
 ROWS = [
@@ -145,7 +147,7 @@ def test_shape_table_rows(report, impls):
     assert batches["conv1_b1"] < batches["conv1_b64"] < batches["conv1_b256"]
     for key, row in table["rows"].items():
         n, c, f, (oh, ow), (kh, kw) = row["batch"], row["in_channels"], row["out_channels"], row["output_hw"], row["kernel"]
-        assert oh == (row["input_hw"][0] + 2 * row["padding"] - kh) // row["stride"] + 1, key
+        assert oh == reference.output_size(row["input_hw"][0], kh, row["stride"], row["padding"]), key
         assert row["flops"]["forward"] == 2 * n * f * c * kh * kw * oh * ow, key
         assert row["flops"]["forward_backward"] == 3 * row["flops"]["forward"], key
         for mode in ("forward", "forward_backward"):

@@ -21,6 +21,8 @@ import nnscratch
 from nnscratch import ops
 from nnscratch import reference as R
 
+from strategies import output_hw
+
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
@@ -95,8 +97,7 @@ def conv_arrays(case):
 
 
 def out_hw(case):
-    (kh, kw), (sh, sw), (ph, pw) = case["kernel"], case["stride"], case["padding"]
-    return (case["h"] + 2 * ph - kh) // sh + 1, (case["w"] + 2 * pw - kw) // sw + 1
+    return output_hw(case["h"], case["w"], case["kernel"], case["stride"], case["padding"])
 
 
 def pool_input(case, mode):
@@ -382,7 +383,7 @@ def test_thread_counts_give_bit_identical_results(dtype, n):
     x = rng.integers(-3, 4, (n, 8, 11, 10)).astype(dtype) + rng.standard_normal((n, 8, 11, 10)).astype(dtype)
     weight = rng.standard_normal((5, 8) + kernel).astype(dtype)
     bias = rng.standard_normal(5).astype(dtype)
-    oh, ow = (11 + 2 - 3) // 2 + 1, (10 + 2 - 3) // 1 + 1
+    oh, ow = output_hw(11, 10, kernel, stride, padding)
     if n == 32:
         assert min(n * 5 * 8 * 9 * oh * ow, n * 8 * oh * ow * 9) > K.PARALLEL_MIN_WORK
     grad_y = rng.standard_normal((n, 5, oh, ow)).astype(dtype)
