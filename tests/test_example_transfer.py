@@ -1,21 +1,36 @@
-"""The main job, examples/mnist_transfer.py, end to end in --quick mode (in-process).
+"""The main job, examples/mnist_transfer.py, end to end in --quick mode (in-process), and its
+parts: the protocol's steps and learning-rate drop given to fit as epochs and a milestone
+reproduce the hand-written step loop the example had before, bit for bit.
 
 Quick mode trains on tiny subsets, so only sanity is checked, never the accuracy targets of
 the default run, and nothing about timing (the test machine may be busy).
 """
+import itertools
 import json
 import math
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import nnscratch as nn
 from nnscratch import transfer
+from nnscratch.data import DataLoader
 from nnscratch.models import keras_transfer_net
 
-from strategies import PNG_MAGIC, is_fraction, library_rng_kept, load_example
+from strategies import PNG_MAGIC, REPO, is_fraction, library_rng_kept, load_example
 
 STRATEGIES = {"scratch", "feature_extraction", "fine_tuning"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _example_parts_importable():
+    """The example's files import one another (mnist_transfer_protocol, _runs, _report), as they do
+    when the script runs: Python puts the script's directory first on sys.path."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(REPO / "examples"))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +123,73 @@ def test_reuse_weights_skips_pretraining(quick_run, tmp_path):
     assert not (tmp_path / "pretrained_0-4.safetensors").exists()
     # same weights, same 0-4 test images: the same stage-1 accuracy
     assert again["stage1"]["test_accuracy"] == results["stage1"]["test_accuracy"]
+
+
+def test_every_run_takes_the_protocols_steps(quick_run):
+    """Each strategy trains for exactly the steps of its budget (fit's epochs of a fixed number of
+    steps add up to them), and the head trained on cached features is the network's head."""
+    _, results, _ = quick_run
+    protocol = results["protocol"]
+    for run in results["runs"]:
+        assert run["steps"] == protocol[run["strategy"]]["steps"][run["labels_per_class"]], run
+    check = results["feature_cache"]["check"]
+    assert check["head_on_cached_features"] == check["whole_model_on_images"]
+
+
+def test_schedule_splits_every_run_at_its_drop():
+    import mnist_transfer_protocol as protocol
+    for cfg in (protocol.DEFAULT, protocol.QUICK):
+        for strategy in protocol.STRATEGIES:
+            for steps in cfg[strategy]["steps"].values():
+                epochs, per_epoch, milestones = protocol.schedule(steps, cfg["lr_drop_at"])
+                assert epochs * per_epoch == steps and milestones == [int(cfg["lr_drop_at"] * steps) // per_epoch]
+                assert milestones[0] * per_epoch == int(cfg["lr_drop_at"] * steps)
+    assert protocol.schedule(60, 0.75) == (4, 15, [3]) and protocol.schedule(50, 0.75) == (50, 1, [37])
+    with pytest.raises(ValueError, match="at least one step"):
+        protocol.schedule(0, 0.75)
+
+
+def step_loop(model, optimizer, loader, steps, drop_at):
+    """The example's loop before it used fit: `steps` steps cycling over the loader's epochs, every
+    group's learning rate divided by 10 after ``int(drop_at * steps)`` of them."""
+    criterion, batches = nn.CrossEntropyLoss(), itertools.chain.from_iterable(iter(loader) for _ in itertools.count())
+    for step, (x, y) in enumerate(itertools.islice(batches, steps)):
+        if step == int(drop_at * steps):
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.1
+        model.train()
+        loss = criterion(model(x), y)
+        assert math.isfinite(loss)
+        optimizer.zero_grad()
+        model.backward(criterion.backward(), need_input_grad=False)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("steps", [1, 7, 8, 12])
+def test_fit_with_a_milestone_reproduces_the_step_loop(steps):
+    """stage2_batches + fit + MultiStepLR (how every stage-2 run trains) give the parameters of the hand
+    loop bit for bit, also when fit's epochs end in the middle of the loader's (10 images, batches of 4)."""
+    import mnist_transfer_protocol as protocol
+    import mnist_transfer_runs as runs
+    rng = np.random.default_rng(0)
+    images, labels = rng.standard_normal((10, 1, 2, 3)), rng.integers(0, 3, 10)
+    cfg, opts = {"lr_drop_at": 0.75}, {"batch_size": 4, "steps": {10: steps}}
+
+    def net():
+        generator = np.random.default_rng(1)
+        return nn.Sequential(OrderedDict([
+            ("flatten", nn.Flatten()), ("fc1", nn.Dense(6, 5, dtype=np.float64, generator=generator)), ("relu", nn.ReLU()),
+            ("fc2", nn.Dense(5, 3, dtype=np.float64, generator=generator))]))
+    by_hand, with_fit = net(), net()
+    optimizer = nn.SGD(by_hand.parameters(), lr=0.1, momentum=0.9)
+    step_loop(by_hand, optimizer, DataLoader(images, labels, batch_size=4, shuffle=True, seed=3), steps, 0.75)
+
+    loader, epochs, milestones = runs.stage2_batches(images, labels, opts, 10, cfg, seed=3)
+    assert (epochs, len(loader), milestones) == protocol.schedule(steps, 0.75)
+    optimizer = nn.SGD(with_fit.parameters(), lr=0.1, momentum=0.9)
+    scheduler = nn.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    history = nn.fit(with_fit, nn.CrossEntropyLoss(), optimizer, loader, epochs, scheduler=scheduler, progress=False)
+    assert runs.steps(history) == steps
+    assert [g["lr"] for g in optimizer.param_groups] == [0.1 * 0.1]
+    for (name, mine), (_, theirs) in zip(with_fit.named_parameters(), by_hand.named_parameters()):
+        assert mine.data.tobytes() == theirs.data.tobytes(), name

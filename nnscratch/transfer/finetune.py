@@ -1,9 +1,13 @@
 """Fine-tuning: discriminative learning rates (:func:`param_groups`) and fastai's two-phase
 :func:`fine_tune` (the head alone on a frozen body, then everything)."""
+import numbers
+
+from ..checks import int_in_range, short_repr
 from ..nn.dense import Dense
 from ..nn.state import as_names
 from ..optim import SGD
-from ..training import History, fit
+from ..optim.lr_scheduler import MultiStepLR
+from ..training import fit
 from .freezing import freeze, selected_parameters, unfreeze
 from .surgery import head_name
 
@@ -59,7 +63,8 @@ def _head_names(model, head, caller):
 
 
 def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, body_lr, momentum=0.9,
-              head=None, val_loader=None, progress=False, weight_decay=0.0):
+              head=None, val_loader=None, progress=False, weight_decay=0.0,
+              head_milestones=(), full_milestones=(), gamma=0.1):
     """
     Fine-tune a pre-trained network in two phases (fastai's ``fine_tune``).
 
@@ -71,6 +76,20 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
     One :class:`~nnscratch.SGD` serves both phases (it skips the frozen body in phase 1).
     Afterwards every parameter is trainable, unless ``full_epochs == 0``: then the body
     stays frozen (a pure feature-extraction training).
+
+    Each phase may lower its learning rates at milestones, as PyTorch's
+    ``MultiStepLR(optimizer, milestones, gamma)`` stepped after every epoch (:func:`~nnscratch.fit`
+    does it): in a phase with milestones ``[m1, m2, ...]`` (epochs counted from the start of that
+    phase), every rate is multiplied by `gamma` after ``m1`` epochs, again after ``m2``, ...:
+
+    .. math::
+        lr_e = lr · γ^{\\#\\{m \\in milestones : m \\le e\\}}, \\qquad
+        body\\_lr_e = body\\_lr · γ^{\\#\\{m \\in milestones : m \\le e\\}}
+
+    for the phase's epoch ``e`` (counting from 0). Phase 2 starts again from `lr` and
+    `body_lr`, whatever phase 1's milestones did. E.g. ``full_epochs=4, full_milestones=[3]``
+    trains the last epoch of phase 2 at ``lr / 10`` and ``body_lr / 10``. Without milestones (the
+    default) the rates stay constant.
 
     Parameters
     ----------
@@ -86,6 +105,13 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
         The head layers; None (default): the last ``Dense``, as :func:`param_groups`.
     val_loader : iterable of (x, y), optional
     progress : bool
+    head_milestones, full_milestones : sequence of int
+        Epochs of phase 1 and of phase 2 (counted from the phase's start) after which the rates
+        are multiplied by `gamma`; each between 1 and the phase's epochs minus 1 (at 0 it would
+        only mean lower starting rates, at the phase's end it would change nothing), refused
+        otherwise. Default: none.
+    gamma : float
+        Factor of each drop, in (0, 1]; default 0.1.
 
     Returns
     -------
@@ -94,12 +120,30 @@ def fine_tune(model, criterion, train_loader, *, head_epochs, full_epochs, lr, b
         their ``sum(epoch_batches[:head_epochs])`` steps of ``batch_loss``, are phase 1.
     """
     head = _head_names(model, head, "fine_tune")
+    head_milestones = _milestones(head_milestones, head_epochs, "head")
+    full_milestones = _milestones(full_milestones, full_epochs, "full")
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0 < gamma <= 1:
+        raise ValueError(f"fine_tune: gamma (the factor of each learning-rate drop) must be a number in (0, 1], "
+                         f"got {short_repr(gamma)}")
     optimizer = SGD(param_groups(model, lr, body_lr, head), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    rates = [group["lr"] for group in optimizer.param_groups]
     freeze(model)
     unfreeze(model, head)
-    first = fit(model, criterion, optimizer, train_loader, int(head_epochs), val_loader, progress=progress)
-    second = History()
+    history = fit(model, criterion, optimizer, train_loader, int(head_epochs), val_loader, progress=progress,
+                  scheduler=MultiStepLR(optimizer, head_milestones, gamma))
     if full_epochs:
         unfreeze(model)
-        second = fit(model, criterion, optimizer, train_loader, int(full_epochs), val_loader, progress=progress)
-    return History().extend(first).extend(second)
+        for group, rate in zip(optimizer.param_groups, rates):  # phase 2 starts from the given rates again,
+            group["lr"] = rate                                  # whatever phase 1's milestones did
+        history.extend(fit(model, criterion, optimizer, train_loader, int(full_epochs), val_loader, progress=progress,
+                           scheduler=MultiStepLR(optimizer, full_milestones, gamma)))
+    return history
+
+
+def _milestones(milestones, epochs, phase):
+    """fine_tune's `<phase>_milestones` as a list of ints in [1, epochs - 1], or a ValueError naming it."""
+    if not isinstance(milestones, (list, tuple)):
+        raise ValueError(f"fine_tune: {phase}_milestones must be a list of epochs, got {short_repr(milestones)}")
+    return [int_in_range(m, 1, int(epochs) - 1, f"fine_tune: {phase}_milestones[{i}] (after milestone m of a phase of "
+                                                f"{phase}_epochs={int(epochs)}, the rates are multiplied by gamma)")
+            for i, m in enumerate(milestones)]
