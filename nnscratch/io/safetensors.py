@@ -13,11 +13,12 @@ Why safetensors rather than ``np.save``/``pickle``/``torch.save``:
   (names, dtypes, shapes, byte offsets) followed by the raw little-endian bytes of the
   arrays, nothing else. Loading one from a stranger can at worst fail. This module uses no
   pickle anywhere.
-* **It is simple to check.** Layout: 8 bytes (little-endian ``uint64``) giving the header
-  length ``n``, then ``n`` bytes of JSON, then the data. :func:`load_file` validates the
-  header length, the JSON, every dtype, shape and offset *before* any array is built, so a
-  hostile or damaged file is refused with a :class:`ValueError` naming it, quickly and
-  without allocating what its header claims.
+* **Its library checks it and reads it lazily.** Layout: 8 bytes (little-endian ``uint64``)
+  giving the header length ``n``, then ``n`` bytes of JSON, then the data. The library's
+  ``safe_open`` validates the JSON, every dtype name, shape and offset (the tensors tile the
+  data exactly) before it copies out one array at a time; :func:`load_file` adds its own
+  limits (see there). A hostile or damaged file is refused with a :class:`ValueError` naming
+  it, quickly and without allocating what its header claims.
 * **PyTorch users can read it**: ``safetensors.torch.load_file(path)`` returns the same
   arrays as tensors, and ``with safetensors.safe_open(path, framework="pt") as f:
   f.metadata()["nnscratch"]`` the JSON header as a string (it is stored in the format's
@@ -34,7 +35,6 @@ Only the dtypes a network needs are accepted, in both directions: float32, float
 int32 and uint8.
 """
 import json
-import math
 import os
 import re
 import secrets
@@ -51,11 +51,12 @@ METADATA_KEY = "nnscratch"
 """Key of the format's ``__metadata__`` under which the JSON header is stored."""
 
 MAX_HEADER_BYTES = 1 << 24
-"""Default cap on the safetensors header length: 16 MiB. Parsing JSON can take ~10 times its
-length in memory (a list of floats), so the safetensors library's own 100 MB would let a hostile
-header cost a gigabyte; nnscratch's headers are far smaller (a checkpoint's history holds ~20
-bytes per training step). Raise it per call (``load_file(..., max_header_bytes=...)``) or for
-the process (``nnscratch.io.safetensors.MAX_HEADER_BYTES = ...``)."""
+"""Default cap on the safetensors header length: 16 MiB, checked before the safetensors library
+reads the file. Its JSON parser takes up to ~9 times the header's length in memory (a header of
+empty lists), so the library's own cap of 100 MB would let a hostile header cost a gigabyte;
+nnscratch's headers are far smaller (a checkpoint's history holds ~20 bytes per training step).
+Raise it per call (``load_file(..., max_header_bytes=...)``) or for the process
+(``nnscratch.io.safetensors.MAX_HEADER_BYTES = ...``)."""
 
 MAX_ENTRIES = 1 << 14
 """Default cap on the number of arrays in a file: 16384 (a network has tens to hundreds; each
@@ -63,22 +64,16 @@ entry costs a few kB to load). Raise it per call (``load_file(..., max_entries=.
 the process (``nnscratch.io.safetensors.MAX_ENTRIES = ...``)."""
 
 _CONTAINERS_PER_ENTRY = 4
-"""JSON objects/lists a file may hold per allowed entry (an entry is an object with two lists;
-the nnscratch header adds about one per parameter), plus :data:`_CONTAINERS_SLACK`. Checked by
-counting ``[`` and ``{`` bytes before parsing, because an empty JSON list costs ~70 bytes of
-memory for its 2 bytes of text."""
+"""JSON objects/lists the nnscratch header may open per allowed entry (it holds about one per
+parameter), plus :data:`_CONTAINERS_SLACK`. Checked by counting ``[`` and ``{`` before Python's
+``json`` parses it, because an empty list costs ~70 bytes of memory for its 2 bytes of text."""
 _CONTAINERS_SLACK = 4096
 
 # safetensors dtype name <-> NumPy dtype, for the dtypes this library reads and writes.
-DTYPES = {
-    "F32": np.dtype("<f4"),
-    "F64": np.dtype("<f8"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "U8": np.dtype("u1"),
-}
+DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "U8": np.dtype("u1")}
 _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 _ALLOWED = "float32, float64, int64, int32, uint8"
+_SUPPORTED = f"supported: {', '.join(DTYPES)} ({_ALLOWED})"
 
 
 # ---------------------------------------------------------------------------
@@ -129,10 +124,7 @@ def save_file(path, arrays, header=None):
         array = np.asarray(array)
         dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
         if dtype not in _NAMES:
-            raise ValueError(
-                f"save_file({str(path)!r}): array {name!r} has dtype {array.dtype}; "
-                f"supported dtypes are {_ALLOWED}"
-            )
+            raise ValueError(f"save_file({str(path)!r}): array {name!r} has dtype {array.dtype}; supported dtypes are {_ALLOWED}")
         # (not np.ascontiguousarray: it turns a 0-d array into shape (1,))
         tensors[name] = np.asarray(array, dtype=dtype, order="C")
 
@@ -256,12 +248,13 @@ def load_file(path, max_header_bytes=None, max_entries=None):
     """
     Read a safetensors file written by :func:`save_file` (or by any safetensors writer).
 
-    Everything is checked before any array is built: the 8-byte header length against
-    `max_header_bytes` and against the file size, the number of entries against
-    `max_entries`, the header's strict JSON (no ``NaN`` or ``Infinity``), every entry's dtype
-    (float32, float64, int64, int32 or uint8 only), shape and byte offsets, and the
-    nnscratch JSON header. Only then are the bytes handed to the safetensors library, whose
-    own errors are also reported as :class:`ValueError`.
+    Everything is checked before any array is built: here, the 8-byte header length against
+    `max_header_bytes` and the file size; by the safetensors library (``safe_open``), the
+    UTF-8 JSON header, every dtype name, shape and byte offset (the tensors must tile the data:
+    no gap, no overlap, nothing outside); here again, the number of arrays against
+    `max_entries`, every dtype (float32, float64, int64, int32 or uint8 only) and the nnscratch
+    JSON header (strict JSON: no ``NaN`` or ``Infinity``; its nesting bounded). The library
+    then copies the arrays out one at a time: loading takes about the arrays' memory.
 
     Parameters
     ----------
@@ -275,7 +268,7 @@ def load_file(path, max_header_bytes=None, max_entries=None):
     Returns
     -------
     arrays : dict of str to :py:class:`ndarray <numpy.ndarray>`
-        Writable arrays in native byte order, in file order.
+        Writable arrays in native byte order, sorted by name.
     header : dict
         The JSON header given to :func:`save_file`; ``{}`` for a safetensors file written by
         another program (without nnscratch metadata).
@@ -283,11 +276,12 @@ def load_file(path, max_header_bytes=None, max_entries=None):
     Raises
     ------
     ValueError
-        Naming `path` and the problem, for any malformed, truncated or hostile file.
+        Naming `path` and the problem, for any malformed, truncated or hostile file (the
+        library's own refusals included).
     OSError
         The file cannot be opened (e.g. :class:`FileNotFoundError`).
     """
-    from safetensors.numpy import load as _safetensors_load
+    from safetensors import SafetensorError
 
     path = Path(path)
     max_header_bytes = MAX_HEADER_BYTES if max_header_bytes is None else max_header_bytes
@@ -296,100 +290,95 @@ def load_file(path, max_header_bytes=None, max_entries=None):
     def fail(message):
         return ValueError(f"{path}: not a valid safetensors file: {message}")
 
+    header_length, data_length = _check_header_length(path, max_header_bytes, fail)
+    try:
+        with _open_lazily(path) as file:
+            names = file.keys()
+            if len(names) > max_entries:
+                raise fail(f"the header lists {len(names)} arrays, more than the limit of max_entries={max_entries} "
+                           "(if the file is genuine, pass load_file(..., max_entries=...) or raise "
+                           "nnscratch.io.safetensors.MAX_ENTRIES)")
+            for name in names:
+                dtype_name = file.get_slice(name).get_dtype()
+                if dtype_name not in DTYPES:
+                    raise fail(f"tensor {name!r}: unsupported dtype {dtype_name!r}; {_SUPPORTED}")
+            header = _parse_metadata(file.metadata(), max_entries, fail)
+            arrays = {name: file.get_tensor(name) for name in names}
+    except SafetensorError as exc:
+        raise fail(_explain(exc, path, header_length, data_length)) from exc
+    # (writable, native byte order: a no-op for what safetensors returns on a little-endian machine)
+    return {name: np.require(a, a.dtype.newbyteorder("="), ["W"]) for name, a in arrays.items()}, header
+
+
+def _check_header_length(path, max_header_bytes, fail):
+    """The 8-byte header length, checked against the limit and the file size before the library
+    reads the file; return (header length, data length)."""
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         prefix = file.read(8)
-        if len(prefix) < 8:
-            raise fail(f"{len(prefix)} bytes, too short for the 8-byte header length (truncated or empty file)")
-        header_length = int.from_bytes(prefix, "little")
-        if header_length > max_header_bytes:
-            raise fail(f"header length {header_length} bytes exceeds the limit of {max_header_bytes} bytes "
-                       "(if the file is genuine, pass load_file(..., max_header_bytes=...) or raise "
-                       "nnscratch.io.safetensors.MAX_HEADER_BYTES)")
-        if header_length > size - 8:
-            raise fail(f"header length {header_length} bytes is larger than the rest of the file ({size - 8} bytes)")
-        header_bytes = file.read(header_length)
-        if len(header_bytes) != header_length:
-            raise fail("the file changed while being read")
-        entries, metadata = _parse_header(header_bytes, size - 8 - header_length, max_entries, fail)
-        header = _parse_metadata(metadata, fail)
-        data = file.read(size - 8 - header_length)
-        if len(data) != size - 8 - header_length or file.read(1):
-            raise fail("the file changed while being read")
+    if len(prefix) < 8:
+        raise fail(f"{len(prefix)} bytes, too short for the 8-byte header length (truncated or empty file)")
+    header_length = int.from_bytes(prefix, "little")
+    if header_length > max_header_bytes:
+        raise fail(f"header length {header_length} bytes exceeds the limit of {max_header_bytes} bytes "
+                   "(if the file is genuine, pass load_file(..., max_header_bytes=...) or raise "
+                   "nnscratch.io.safetensors.MAX_HEADER_BYTES)")
+    if header_length > size - 8:
+        raise fail(f"header length {header_length} bytes is larger than the rest of the file ({size - 8} bytes)")
+    return header_length, size - 8 - header_length
+
+
+def _open_lazily(path):
+    """``safetensors.safe_open`` for NumPy, with ``pread`` where the library has it (0.8+): with ``mmap``
+    the whole file counts in resident memory while the arrays are copied out, and a file truncated
+    meanwhile by another process kills this one (SIGBUS) instead of raising an error."""
+    import safetensors
 
     try:
-        loaded = _safetensors_load(prefix + header_bytes + data)
-    except Exception as exc:  # safetensors raises its own SafetensorError (and others)
-        raise fail(f"{type(exc).__name__}: {exc}") from exc
-
-    arrays = {}
-    for name, (dtype, shape, _) in sorted(entries.items(), key=lambda item: item[1][2]):
-        if name not in loaded:
-            raise fail(f"safetensors did not return the tensor {name!r}")
-        array = np.array(loaded[name], dtype=dtype.newbyteorder("="), copy=True)
-        if array.shape != shape:
-            raise fail(f"tensor {name!r} came back with shape {array.shape}, header says {shape}")
-        arrays[name] = array
-    return arrays, header
+        return safetensors.safe_open(str(path), framework="numpy", backend="pread")
+    except TypeError:  # safetensors < 0.8: no backend argument
+        return safetensors.safe_open(str(path), framework="numpy")
 
 
-_RAISE_ENTRIES = ("(if the file is genuine, pass load_file(..., max_entries=...) or raise "
-                  "nnscratch.io.safetensors.MAX_ENTRIES)")
+_POSITION = re.compile(r"line (\d+) column (\d+)")
+_UNKNOWN_DTYPE = re.compile(r"unknown variant `([^`]*)`")  # its JSON parser's words; dtype is the header's one enum
 
 
-def _parse_header(header_bytes, data_length, max_entries, fail):
-    """Check the safetensors header; return ({name: (dtype, shape, (begin, end))}, metadata)."""
-    containers = header_bytes.count(b"[") + header_bytes.count(b"{")
-    allowed = _CONTAINERS_PER_ENTRY * max_entries + _CONTAINERS_SLACK
-    if containers > allowed:
-        raise fail(f"the header opens {containers} JSON objects or lists, more than the limit of {allowed} "
-                   f"that max_entries={max_entries} allows {_RAISE_ENTRIES}")
-    try:
-        header = _strict_json(header_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise fail(f"the header is not valid UTF-8 JSON ({exc})") from exc
-    if not isinstance(header, dict):
-        raise fail(f"the header is a JSON {type(header).__name__}, expected an object")
-    metadata = header.pop("__metadata__", None)
-    if len(header) > max_entries:
-        raise fail(f"the header lists {len(header)} arrays, more than the limit of max_entries={max_entries} "
-                   f"{_RAISE_ENTRIES}")
-    entries = {}
-    for name, entry in header.items():
-        where = f"tensor {name!r}"
-        if not isinstance(entry, dict):
-            raise fail(f"{where}: entry is not a JSON object")
-        dtype_name = entry.get("dtype")
-        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
-            raise fail(f"{where}: unsupported dtype {dtype_name!r}; supported: {', '.join(DTYPES)} ({_ALLOWED})")
-        shape = entry.get("shape")
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise fail(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
-        offsets = entry.get("data_offsets")
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)):
-            raise fail(f"{where}: data_offsets must be [begin, end] integers, got {offsets!r}")
-        begin, end = offsets
-        if not 0 <= begin <= end <= data_length:
-            raise fail(f"{where}: data_offsets [{begin}, {end}] lie outside the {data_length} data bytes")
-        expected = math.prod(shape) * DTYPES[dtype_name].itemsize
-        if end - begin != expected:
-            raise fail(f"{where}: data_offsets span {end - begin} bytes but dtype {dtype_name} and shape "
-                       f"{shape} need {expected}")
-        entries[name] = (DTYPES[dtype_name], tuple(shape), (begin, end))
-    return entries, metadata
+def _explain(exc, path, header_length, data_length):
+    """The safetensors library's refusal plus what it leaves out: the dtypes nnscratch reads (the
+    library lists the twenty-odd it knows), the header text where it found a JSON error, or else
+    the rule the tensors' offsets break."""
+    message = f"{type(exc).__name__}: {exc}"
+    unknown = _UNKNOWN_DTYPE.search(message)
+    if unknown:
+        message = f"unsupported dtype {unknown[1]!r}; {_SUPPORTED}. {message}"
+    position = _POSITION.search(str(exc))
+    if position is None:
+        return (f"{message} (header {header_length} bytes, data {data_length} bytes: the tensors' data_offsets "
+                "[begin, end] must tile the data in order, none outside, each as long as its dtype and shape need)")
+    with open(path, "rb") as file:
+        file.seek(8)
+        text = file.read(header_length)
+    start = 0
+    for _ in range(int(position[1]) - 1):  # (not split: a header of newlines would make millions of lines)
+        start = text.find(b"\n", start) + 1
+    column = start + int(position[2])
+    near = text[max(start, column - 80):column + 20].split(b"\n")[0]
+    return f"{message}, near {near.decode('utf-8', 'replace')!r}"
 
 
-def _parse_metadata(metadata, fail):
+def _parse_metadata(metadata, max_entries, fail):
     """The nnscratch JSON header stored in ``__metadata__`` (``{}`` if absent)."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise fail("__metadata__ must be an object of strings")
-    text = metadata.get(METADATA_KEY)
+    text = (metadata or {}).get(METADATA_KEY)
     if text is None:
         return {}
-    try:
-        header = _strict_json(text)
+    containers = text.count("[") + text.count("{")
+    allowed = _CONTAINERS_PER_ENTRY * max_entries + _CONTAINERS_SLACK
+    if containers > allowed:
+        raise fail(f"the nnscratch header opens {containers} JSON objects or lists, more than the limit of {allowed} "
+                   f"that max_entries={max_entries} allows (if the file is genuine, pass load_file(..., max_entries=...))")
+    try:  # strict JSON: Python's json would accept NaN, Infinity and -Infinity
+        header = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise fail(f"the nnscratch header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
@@ -399,12 +388,3 @@ def _parse_metadata(metadata, fail):
 
 def _refuse_constant(name):
     raise ValueError(f"{name} is not strict JSON (JSON has no NaN or infinity)")
-
-
-def _strict_json(text):
-    """``json.loads`` without Python's extensions ``NaN``, ``Infinity`` and ``-Infinity``."""
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
