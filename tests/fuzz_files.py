@@ -264,6 +264,8 @@ def classic_safetensors(reader, base):
             {f"e{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(20_000)})),
         "header of 2.5M empty lists (5 MB)": _edit(base, text='{"x": [' + ",".join(["[]"] * 2_500_000) + "]}"),
         "header of 3M floats (12 MB)": _edit(base, text='{"x": [' + ",".join(["0.5"] * 3_000_000) + "]}"),
+        "outer header of 4M empty lists (16 MB, the library parses it)": _edit(base, outer=lambda h: h.update(
+            x=[[]] * 4_000_000)),
         "header length 2**63": (2**63).to_bytes(8, "little") + base[8:],
         "tensor dtype as a list": _edit(base, outer=lambda h: h[next(k for k in h if k != "__metadata__")]
                                         .update(dtype=["F32"])),
