@@ -6,7 +6,10 @@ offsets must follow; what it does not check (header length cap, number of arrays
 the nnscratch header) is checked here. Loading costs about the memory of the arrays.
 """
 import json
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +133,12 @@ def test_arrays_come_back_writable_native_and_sorted_by_name(tmp_path):
     for array in arrays.values():
         assert array.flags.writeable and array.dtype.isnative
     assert arrays["b"].tolist() == [0, 1, 2] and arrays["a"].shape == (0, 2) and arrays["c"].shape == ()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark reads /proc/self/status")
+def test_the_load_memory_benchmark_runs():
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "load_memory.py"
+    result = subprocess.run([sys.executable, str(script), "--mib", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["arrays_mib"] == 1.0 and figures["peak_above_start_mib"] >= 0
