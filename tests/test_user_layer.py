@@ -11,6 +11,7 @@ import pytest
 import nnscratch as nn
 from nnscratch import transfer
 from nnscratch.data import DataLoader
+from nnscratch.io import safetensors
 from nnscratch.nn import LAYER_CLASSES, register_layer
 
 
@@ -76,7 +77,16 @@ def test_weights_save_and_load_by_name_and_load_model_refuses_an_unregistered_cl
         transfer.load_model(path)
 
 
-def test_a_registered_user_layer_round_trips_through_load_model(tmp_path, monkeypatch):
+@pytest.fixture
+def registry():
+    """The layer registry, put back as it was after the test (the test's own classes leave it)."""
+    saved = dict(LAYER_CLASSES)
+    yield LAYER_CLASSES
+    LAYER_CLASSES.clear()
+    LAYER_CLASSES.update(saved)
+
+
+def test_a_registered_user_layer_round_trips_through_load_model(tmp_path, registry):
     class Scale(nn.Module):
         def __init__(self, factor=2.0):
             super().__init__()
@@ -90,7 +100,6 @@ def test_a_registered_user_layer_round_trips_through_load_model(tmp_path, monkey
         def forward(self, x):
             return x * self.factor
 
-    monkeypatch.setitem(LAYER_CLASSES, "Scale", Scale)  # undone after the test
     register_layer(Scale)
     path = tmp_path / "scale.safetensors"
     net = nn.Sequential(OrderedDict(fc=nn.Dense(4, 2), scale=Scale(0.5)))
@@ -99,6 +108,22 @@ def test_a_registered_user_layer_round_trips_through_load_model(tmp_path, monkey
     assert isinstance(rebuilt.scale, Scale) and rebuilt.scale.factor == 0.5
     x = np.ones((1, 4), np.float32)
     np.testing.assert_array_equal(rebuilt(x), net(x))
+
+    class SavedGain(Gain):  # parameters, but no parameter_shapes: load_model checks them once it is built
+        def constructor_args(self):
+            return {"features": self.gain.shape[0]}
+
+    register_layer(SavedGain)
+    with_gain = nn.Sequential(OrderedDict(gain=SavedGain(4), fc=nn.Dense(4, 2)))
+    with_gain.gain.gain.data[:] = [1, 2, 3, 4]
+    transfer.save_weights(with_gain, path)
+    np.testing.assert_array_equal(transfer.load_model(path).gain.gain.data, [1, 2, 3, 4])
+    arrays, header = safetensors.load_file(path)
+    header["architecture"][0]["args"]["features"] = 5
+    safetensors.save_file(path, arrays, header)
+    with pytest.raises(ValueError, match=r"(?s)load_model\(.*\): the file does not fit the model.*gain.gain: model \(5,\) "
+                                         r"vs file \(4,\)$"):
+        transfer.load_model(path)
 
     arch = transfer.architecture(net)
     arch[1]["args"]["factor"] = "0.5"  # what a hostile file could say: the class's own check refuses it

@@ -199,5 +199,5 @@ def load_model(path):
     if problems:
         raise ValueError(f"{where}: the arrays do not match the architecture: " + "; ".join(problems))
     model = _architecture.build_validated(arch, np.random.default_rng(0), where)
-    load_arrays(model, arrays, source=str(path), header=header, caller="load_model")
+    load_arrays(model, arrays, mismatched="raise", source=str(path), header=header, caller="load_model")
     return model
