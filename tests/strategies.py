@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import nnscratch
+from nnscratch.data import DataLoader
 from nnscratch.training import set_generator_state
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,3 +58,36 @@ def output_hw(h, w, kernel, stride, padding):
     one formula, :func:`nnscratch.reference.output_size`."""
     (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
     return nnscratch.reference.output_size(h, kh, sh, ph), nnscratch.reference.output_size(w, kw, sw, pw)
+
+
+# the small transfer network of test_weight_files.py, test_freezing.py and test_transfer.py, and its helpers
+
+TRANSFER_NET_PARAMS = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                       "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+
+
+def transfer_net(num_classes=5, hidden=16, seed=0):
+    """The Keras transfer example's convnet made small (4 filters, `hidden` dense units), seeded by `seed`."""
+    nnscratch.manual_seed(seed)
+    return nnscratch.models.keras_transfer_net(num_classes=num_classes, filters=4, hidden=hidden)
+
+
+def eval_output(model, x):
+    """The model's output for `x` in eval mode (dropout off); the model is left in training mode."""
+    model.eval()
+    out = model(x)
+    model.train()
+    return out
+
+
+def random_loader(n=32, num_classes=5, batch_size=8, seed=2):
+    """A shuffled DataLoader of `n` random 1x28x28 images with random labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, num_classes, n)
+    return DataLoader(x, y, batch_size=batch_size, shuffle=True, seed=seed)
+
+
+def params_copy(model):
+    """``{name: copy of .data}`` of every parameter."""
+    return {name: p.data.copy() for name, p in model.named_parameters()}
