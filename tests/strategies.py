@@ -60,6 +60,13 @@ def output_hw(h, w, kernel, stride, padding):
     return nnscratch.reference.output_size(h, kh, sh, ph), nnscratch.reference.output_size(w, kw, sw, pw)
 
 
+def run_backward(net, x, target):
+    """Forward `x`, the NLL loss against `target`, and the model's backward; returns ``∂L/∂x``."""
+    criterion = nnscratch.NLLLoss()
+    criterion(net(x), target)
+    return net.backward(criterion.backward())
+
+
 # the small transfer network of test_weight_files.py, test_freezing.py and test_transfer.py, and its helpers
 
 TRANSFER_NET_PARAMS = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
