@@ -27,8 +27,7 @@ FORMAT_VERSION = 1
 def _input_shape_list(input_shape, caller):
     if input_shape is None:
         return None
-    shape = [int(d) if isinstance(d, np.integer) else d for d in input_shape] \
-        if isinstance(input_shape, (tuple, list)) else None
+    shape = list(input_shape) if isinstance(input_shape, (tuple, list)) else None
     if not shape or not all(is_int(d) and d >= 1 for d in shape):
         raise ValueError(f"{caller}: input_shape must be a tuple of positive ints such as (1, 28, 28), "
                          f"got {input_shape!r}")
