@@ -15,7 +15,7 @@ from mnist_transfer_protocol import (
 
 import nnscratch as nn
 from nnscratch import plot
-from nnscratch.io.safetensors import write_atomic
+from nnscratch.io.atomic import write_atomic
 
 
 def mean_sd(values):

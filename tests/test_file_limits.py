@@ -12,6 +12,7 @@ import pytest
 
 from nnscratch import data, serialization
 from nnscratch.data import idx
+from nnscratch.io import atomic
 
 
 def idx_file(path, dims, payload=b"", type_code=0x08, compress=True):
@@ -236,12 +237,12 @@ def test_a_killed_save_leaves_a_leftover_that_the_next_save_removes(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 
 
-@pytest.mark.skipif(serialization.fcntl is None, reason="locks are POSIX flock")
+@pytest.mark.skipif(atomic.fcntl is None, reason="locks are POSIX flock")
 def test_a_temporary_file_of_a_save_in_progress_is_kept(tmp_path):
     """Two processes saving to one path: one must not delete the other's temporary file."""
     busy = tmp_path / LEFTOVER
     with open(busy, "wb") as file:
-        serialization.fcntl.flock(file.fileno(), serialization.fcntl.LOCK_EX)
+        atomic.fcntl.flock(file.fileno(), atomic.fcntl.LOCK_EX)
         assert serialization.remove_leftovers(tmp_path / "w.safetensors") == []
         assert busy.exists()
     assert serialization.remove_leftovers(tmp_path / "w.safetensors") == [busy]

@@ -87,26 +87,6 @@ def test_a_dtype_the_library_knows_but_nnscratch_does_not_is_refused_before_read
     assert len(opened) == 1
 
 
-def test_reads_with_pread_and_falls_back_to_the_default_reader(tmp_path, monkeypatch):
-    """safetensors 0.8 and later: backend="pread" (an mmap'ed file counts twice in resident memory
-    and kills the process with SIGBUS if truncated meanwhile); earlier versions have no backend."""
-    path = tmp_path / "w.safetensors"
-    st.save_file(path, {"w": np.arange(3, dtype=np.float32)}, {"epoch": 2})
-    calls = []
-    real_open = safetensors.safe_open
-
-    def old_library(filename, framework, **kwargs):
-        calls.append(kwargs)
-        if kwargs:
-            raise TypeError("safe_open.__new__() got an unexpected keyword argument 'backend'")
-        return real_open(filename, framework=framework)
-
-    monkeypatch.setattr(safetensors, "safe_open", old_library)
-    arrays, header = st.load_file(path)
-    assert calls == [{"backend": "pread"}, {}]
-    assert arrays["w"].tolist() == [0, 1, 2] and header == {"epoch": 2}
-
-
 def test_loading_costs_about_the_memory_of_the_arrays(tmp_path):
     """Measured with tracemalloc (which sees NumPy's allocations): the earlier reader read the whole
     file, joined it to its header and copied each array out of that, peaking at 3 times the arrays."""

@@ -12,6 +12,7 @@ import safetensors.numpy
 
 import nnscratch as nn
 from nnscratch import rng, serialization
+from nnscratch.io import atomic
 from nnscratch.data import REPO_MNIST_DIR, DataLoader
 from nnscratch.training import History, TrainingDivergedError, load_checkpoint, predict_proba
 
@@ -479,7 +480,7 @@ def test_atomic_write_leaves_no_temp_file_and_keeps_the_old_file_on_failure(tmp_
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(serialization.os, "fsync", failing_fsync)
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space left"):
         serialization.save_file(path, {"x": np.arange(1000, dtype=np.float32)}, {"version": 3})
     monkeypatch.undo()

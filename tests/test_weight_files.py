@@ -15,6 +15,7 @@ import pytest
 
 import nnscratch as nn
 from nnscratch import serialization, transfer
+from nnscratch.io import atomic
 
 from strategies import TRANSFER_NET_PARAMS, eval_output, params_copy, random_images, transfer_net
 
@@ -370,7 +371,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(serialization.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="simulated"):
         transfer.save_weights(transfer_net(seed=3), path)
     monkeypatch.undo()
