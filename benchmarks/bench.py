@@ -386,6 +386,8 @@ def main(argv=None):
     report["machine"]["during_run"] = harness.machine_busy(stat_start, harness.proc_stat())
     if report["rows"]:
         print_seed_table(report)
+    if report["epoch_measured"]:
+        print("measured epoch, step by step:", *epoch.describe(report["epoch_measured"]), sep="\n")
     if report["shapes"]:
         print()
         shapes.print_table(report["shapes"])
