@@ -6,7 +6,6 @@ import platform
 import numpy as np
 
 import harness
-import internals
 import nets
 import nnscratch
 
@@ -40,7 +39,7 @@ def cython_available():
 
 def kernels_identity():
     """Which build of the kernels was measured (they are being tuned): built, OpenMP, file, mtime, source hash."""
-    info = internals.kernels_info()
+    info = nnscratch.backends.kernels_info()
     sources = sorted((nets.REPO / "nnscratch").glob("_kernels*.p[yx][xi]"))  # _kernels.pyx and the .pxi it includes
     if sources:
         info["pyx_sha256"] = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:16]
@@ -63,7 +62,9 @@ def describe_run(threads, torch):
 def print_header(report):
     machine, versions, kernels = report["machine"], report["versions"], report["kernels"]
     torch_on = bool(versions["torch"])
-    print(f"nnscratch benchmark: the seed's Net, batch {nets.BATCH}, float32")
+    tables = [f"the seed's Net, batch {nets.BATCH}"] * bool(report["settings"]["seed_net"]) + ["convolution shapes"] * bool(
+        report["settings"]["shapes"])
+    print(f"nnscratch benchmark: {' and '.join(tables)}, float32")
     print(f"machine: {machine['cpu_model']}, {machine['logical_cpus']} logical CPUs ({machine['available_cores']} available), "
           f"load average {machine['loadavg_start']}")
     print(f"threads: {report['threads']} (nnscratch.set_num_threads" + (", torch.set_num_threads" if torch_on else "")
@@ -71,7 +72,7 @@ def print_header(report):
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None)
           + ("" if torch_on else ", torch not available"))
     print(f"backend: {report['backend']} (kernels built: {kernels['built']}, OpenMP: {kernels['openmp']}"
-          + (f", built {kernels['mtime']}" if kernels.get("mtime") else "") + ")")
+          + (f", built {kernels['built_at']}" if kernels.get("built_at") else "") + ")")
     for line in report["blas_lines"]:
         print(f"BLAS: {line}")
     print(flush=True)

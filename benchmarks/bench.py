@@ -327,6 +327,7 @@ def main(argv=None):
                            "numpy_repeats": args.numpy_repeats, "numpy_step_repeats": args.numpy_step_repeats,
                            "shape_repeats": args.shape_repeats, "warmup": args.warmup, "numpy_warmup": args.numpy_warmup,
                            "quick": args.quick, "threads": args.threads, "interleaved": True,
+                           "seed_net": not args.shapes_only, "shapes": not args.no_shapes,
                            "sgd": {"lr": nets.LR, "momentum": nets.MOMENTUM}},
               "conventions": about.CONVENTIONS, "rows": None, "cores_used": None, "epoch_estimate_s": None, "memory": None,
               "epoch_measured": None, "import_effects": None, "shapes": None, "sgemm_ceiling": None}

@@ -49,7 +49,7 @@ def child(config, threads, steps, warmup):
     with contextlib.ExitStack() as stack:
         if config == "import-0.1.0":  # what the import did: one BLAS thread for good, and no per-call limit
             for lib in internals.kernel_blas_libraries():
-                lib.set_num_threads(internals.kernel_blas_threads())
+                lib.set_num_threads(nnscratch.backends.KERNEL_BLAS_THREADS)
             stack.enter_context(internals.replace_kernel_blas(contextlib.nullcontext))
         stack.enter_context(nnscratch.use_backend("cython"))
         nnscratch.set_num_threads(threads)
@@ -76,12 +76,12 @@ def kernel_blas_overhead(calls=20000):
     from nnscratch import models
 
     with nnscratch.use_backend("cython"):
-        with internals.kernel_blas():  # finds the libraries once
+        with nnscratch.backends.kernel_blas():  # finds the libraries once
             pass
         threads = {lib.filepath: lib.num_threads for lib in internals.kernel_blas_libraries()}
         start = time.perf_counter()
         for _ in range(calls):
-            with internals.kernel_blas():
+            with nnscratch.backends.kernel_blas():
                 pass
         per_call_us = (time.perf_counter() - start) / calls * 1e6
 
