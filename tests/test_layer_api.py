@@ -139,13 +139,7 @@ def test_numpy_arguments_are_accepted():
 
 
 def test_register_layer_joins_the_registry_and_refuses_what_it_cannot_rebuild():
-    class Scale(nn.Module):
-        def __init__(self, factor=2.0):
-            super().__init__()
-            self.factor = factor
-
-        def constructor_args(self):
-            return {"factor": self.factor}
+    Scale = type("Scale", (nn.Module,), {"constructor_args": lambda self: {}})  # the least a registered layer has
 
     try:
         assert register_layer(Scale) is Scale and LAYER_CLASSES["Scale"] is Scale
