@@ -4,13 +4,14 @@ when transfer fails (a strategy × shift heatmap).
 
 Re-exported by :mod:`nnscratch.plot` (``plot.layer_transfer``, ``plot.accuracy_heatmap``). Like
 every figure there, each function returns a :class:`matplotlib.figure.Figure`, shows nothing and
-changes no matplotlib setting. ``nnscratch.plot`` is imported inside the functions: it imports this
-module, so a module-level import would be circular.
+changes no matplotlib setting.
 """
 import itertools
 import textwrap
 
 import numpy as np
+
+from .figure import _one_panel
 
 
 def accuracy_heatmap(cells, *, ax=None, title=None, xlabel=None, ylabel=None):
@@ -24,7 +25,6 @@ def accuracy_heatmap(cells, *, ax=None, title=None, xlabel=None, ylabel=None):
     """
     if not cells:
         raise ValueError("plot.accuracy_heatmap: cells is empty; expected a dict row -> {column: accuracies}")
-    from . import _one_panel
     rows = list(cells)
     columns = list(cells[rows[0]])
     for row in rows:
@@ -89,7 +89,6 @@ def layer_transfer(baseline, curves, *, ax=None, title=None, ylim=None,
     baseline = _check_fractions(baseline, "baseline")
     if not curves:
         raise ValueError("plot.layer_transfer: curves is empty; expected a dict name -> {n: accuracies}")
-    from . import _one_panel
     fig, ax = _one_panel(ax, (7.0, 4.6))
     offsets = np.linspace(-SPREAD / 2, SPREAD / 2, len(curves)) if len(curves) > 1 else [0.0]
     others = itertools.cycle(OTHER_STYLES)
