@@ -18,7 +18,9 @@ What is measured
 * Per-op rows: the layers of the seed's Net, called as the network calls them (layer forward and
   layer backward, bias add and bias gradient included): conv1 (1→32 on 28×28), conv2 (32→64 on
   26×26), max-pool 2 (64 channels, 24×24), fc1 (9216→128). The inputs are the real activations of
-  the network on a random batch. conv1's backward computes the weight (and bias) gradient only, as
+  the network on the first batch of a shuffled MNIST epoch when the files are on the machine
+  (random images otherwise, or with ``--random-batch``): PyTorch's max-pool is faster on real
+  images (``nets.seed_batch``). conv1's backward computes the weight (and bias) gradient only, as
   in training (the image needs no gradient); the other backwards also compute the input gradient.
   PyTorch: ``F.conv2d`` / ``F.max_pool2d`` / ``F.linear`` forwards with autograd on (as in
   training), backwards as ``torch.autograd.grad`` of the same outputs.
@@ -92,13 +94,13 @@ def ceiling_runner(repeats, blas):
     return harness.Runner(lambda: np.matmul(a, b, out=c), repeats, blas.limit, cooldown=harness.OPENBLAS_COOLDOWN)
 
 
-def build_cases(torch, args, blas, backends):
+def build_cases(torch, args, blas, backends, batch):
     """``{row key: {implementation: Runner}}`` for every row, plus the objects the runners use."""
     from nnscratch import models
 
     nnscratch.manual_seed(0)
     state = models.seed_net().state_dict()
-    x, t = nets.random_batch(0)
+    x, t = batch
     # the real activations of the network, as per-op inputs (computed once, shared by everyone)
     probe = models.seed_net()
     probe.load_state_dict(state)
@@ -248,12 +250,17 @@ def print_seed_table(report):
           + (f"; all CPUs busy {100 * busy['busy_fraction']:.0f}% of the run (any process)"
              if (busy := report["machine"].get("during_run")) else ""))
     counts = report["settings"]
-    print(f"medians of {counts['repeats']} samples per op ({counts['numpy_repeats']} numpy), {counts['step_repeats']} per "
+    print(f"the batch: {'the first of a shuffled MNIST epoch' if counts['batch_source'] == 'mnist' else 'random images'}; "
+          f"medians of {counts['repeats']} samples per op ({counts['numpy_repeats']} numpy), {counts['step_repeats']} per "
           f"step/inference ({counts['numpy_step_repeats']} numpy), interleaved round-robin after "
           f"{counts['warmup']} warm-up call(s) ({counts['numpy_warmup']} numpy)")
 
 
 # ============================================================================= main
+
+SETTINGS = ("repeats", "step_repeats", "numpy_repeats", "numpy_step_repeats", "shape_repeats", "warmup", "numpy_warmup",
+            "quick", "threads")
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,6 +280,7 @@ def parse_args(argv):
     add("--quick", action="store_true", help="tiny repeats and batches of the shape table: a smoke run (the test uses it)")
     add("--json", type=Path, metavar="PATH", help="write every figure and the machine description as JSON")
     add("--no-torch", action="store_true", help="leave PyTorch out even when it is installed")
+    add("--random-batch", action="store_true", help="time the seed Net on random images even when MNIST is on the machine")
     add("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     add("--memory-steps", type=int, default=None, metavar="N",
         help="training steps per memory subprocess (default 5, numpy 3; --quick: 2, numpy 1)")
@@ -299,7 +307,7 @@ def parse_args(argv):
         args.numpy_repeats = 1 if quick else min(5, args.repeats)
     if args.numpy_step_repeats is None:
         args.numpy_step_repeats = 1 if quick else min(3, args.step_repeats)
-    for name in ("repeats", "step_repeats", "numpy_repeats", "numpy_step_repeats", "shape_repeats", "threads"):
+    for name in (*SETTINGS[:5], "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.warmup < 0:
@@ -319,16 +327,14 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(args.threads)
     blas = harness.BlasThreads(args.threads)
+    x, t, batch_source = nets.seed_batch(random=args.random_batch)
     have_cython = about.cython_available()
     impls = [i for i in IMPLS if (i != "cython" or have_cython) and (i != "torch" or torch is not None)]
     report = {"schema": 2, "command": [sys.executable, *sys.argv], **about.describe_run(args.threads, torch),
               "implementations": impls,
-              "settings": {"batch": BATCH, "dtype": "float32", "repeats": args.repeats, "step_repeats": args.step_repeats,
-                           "numpy_repeats": args.numpy_repeats, "numpy_step_repeats": args.numpy_step_repeats,
-                           "shape_repeats": args.shape_repeats, "warmup": args.warmup, "numpy_warmup": args.numpy_warmup,
-                           "quick": args.quick, "threads": args.threads, "interleaved": True,
-                           "seed_net": not args.shapes_only, "shapes": not args.no_shapes,
-                           "sgd": {"lr": nets.LR, "momentum": nets.MOMENTUM}},
+              "settings": {"batch": BATCH, "batch_source": batch_source, "dtype": "float32", "interleaved": True,
+                           **{name: getattr(args, name) for name in SETTINGS}, "seed_net": not args.shapes_only,
+                           "shapes": not args.no_shapes, "sgd": {"lr": nets.LR, "momentum": nets.MOMENTUM}},
               "conventions": about.CONVENTIONS, "rows": None, "cores_used": None, "epoch_estimate_s": None, "memory": None,
               "epoch_measured": None, "import_effects": None, "shapes": None, "sgemm_ceiling": None}
     about.print_header(report)
@@ -336,7 +342,7 @@ def main(argv=None):
 
     ceiling = None
     if not args.shapes_only:
-        cases, keep = build_cases(torch, args, blas, [b for b in ("cython", "numpy") if b != "cython" or have_cython])
+        cases, keep = build_cases(torch, args, blas, ["cython", "numpy"][0 if have_cython else 1:], (x, t))
         rows, ceiling = measure_rows(cases, args)
         del keep, cases
         report["cores_used"] = {impl: harness.cores_used([row["cpu_wall_s"][impl] for row in rows.values()

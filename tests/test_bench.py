@@ -61,6 +61,7 @@ def test_description_of_the_run(report):
         assert key in report, key
     assert report["settings"]["quick"] is True and report["settings"]["batch"] == 64
     assert report["settings"]["dtype"] == "float32"
+    assert report["settings"]["batch_source"] in ("mnist", "random")  # real images when MNIST is on the machine
     assert isinstance(report["machine"]["cpu_model"], str) and report["machine"]["cpu_model"]
     assert positive(report["machine"]["available_cores"])
     assert positive(report["threads"]) and report["threads"] == report["settings"]["threads"]
