@@ -10,8 +10,7 @@ Run from the repository root::
     python benchmarks/bench.py --import-effects   # also: the train step with and without what the import used to change
     python benchmarks/bench.py --shapes-only      # only the convolution shape table (benchmarks/shapes.py)
 
-The benchmark keeps freed memory for reuse (``nnscratch.malloc.keep_freed_memory()``, as a training
-script may): importing nnscratch no longer does it (``benchmarks/import_effects.py`` measures both).
+It keeps freed memory for reuse (``nnscratch.malloc.keep_freed_memory()``) as a training script may.
 
 What is measured
 ----------------
@@ -28,11 +27,8 @@ What is measured
   (no gradient for the input images), ``SGD(lr=0.01, momentum=0.9).step()``. All networks start
   from the same weights (nnscratch's ``state_dict`` copied into the PyTorch Net).
 * inference: forward of the whole Net in eval mode (PyTorch under ``torch.no_grad()``).
-* Timing (``benchmarks/harness.py``): per row, every implementation is warmed up, then the
-  implementations are interleaved round-robin in this one process (one sample of each per round,
-  the order rotating every round) so that machine noise hits them alike; the figure is the median
-  of the samples. A sample of a fast call averages several calls (about 20 ms worth). The numpy
-  backend is slow, so it gets fewer samples, spread evenly over the rounds.
+* Timing (``benchmarks/harness.py``): the implementations of a row interleaved round-robin in
+  this process after a warm-up; medians. The slow numpy backend gets fewer samples, spread evenly.
 * GFLOP/s (cython kernel): 2·N·F·C·KH·KW·OH·OW per convolution forward; backward = 2× that when
   the input gradient is computed (conv2), 1× for conv1 (weight gradient only); fc: 2·N·in·out
   forward, 2× that backward. Bias adds, bias gradients and the pooling are not counted.
@@ -84,15 +80,6 @@ ROWS = [  # key, label, flops (None: not counted)
 
 
 # ============================================================================= the seed Net's rows
-
-def ceiling_runner(repeats, blas):
-    """The sgemm ceiling: numpy float32 matmul of conv2's im2col shape, at the benchmark's thread count."""
-    m, k, n = CEILING_SHAPE
-    rng = np.random.default_rng(2)
-    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
-    c = np.empty((m, n), dtype=np.float32)
-    return harness.Runner(lambda: np.matmul(a, b, out=c), repeats, blas.limit, cooldown=harness.OPENBLAS_COOLDOWN)
-
 
 def build_cases(torch, args, blas, backends, batch):
     """``{row key: {implementation: Runner}}`` for every row, plus the objects the runners use."""
@@ -184,7 +171,7 @@ def build_cases(torch, args, blas, backends, batch):
         cases["train_step"]["torch"] = harness.Runner(lambda: tstep(tx, tt), step_repeats["torch"])
         cases["inference_forward"]["torch"] = harness.Runner(tinfer, step_repeats["torch"])
         keep["torch"] = (tnet, teval, saved)
-    cases["conv2_forward"]["sgemm"] = ceiling_runner(args.repeats, blas)  # sampled in the same rounds
+    cases["conv2_forward"]["sgemm"] = harness.sgemm_runner(CEILING_SHAPE, args.repeats, blas)  # sampled in the same rounds
     return cases, keep
 
 
@@ -199,13 +186,6 @@ def measure_rows(cases, args):
         row["speedup_numpy_over_cython"] = harness.ratio(ms["numpy"], ms["cython"])
         row["gflops"] = {impl: (flops / (ms[impl] * 1e-3) / 1e9 if flops and ms[impl] else None) for impl in IMPLS}
     return rows, cases["conv2_forward"]["sgemm"]
-
-
-def ceiling_figures(runner, threads):
-    m, k, n = CEILING_SHAPE
-    ms = harness.median_ms(runner.samples)
-    return {"shape_mkn": list(CEILING_SHAPE), "dtype": "float32", "threads": threads, "ms": ms,
-            "gflops": 2 * m * k * n / (ms * 1e-3) / 1e9, "samples_ms": [s * 1e3 for s in runner.samples]}
 
 
 # ============================================================================= output
@@ -361,7 +341,7 @@ def main(argv=None):
                             "method": next((d["method"] for d in details.values() if d), None)}
     if not args.no_shapes and have_cython:
         if ceiling is None:  # --shapes-only: the ceiling is sampled with the first shape instead
-            ceiling = ceiling_runner(args.shape_repeats, blas)
+            ceiling = harness.sgemm_runner(CEILING_SHAPE, args.shape_repeats, blas)
         table = shapes.measure(nnscratch, torch, args.shape_repeats, args.warmup, args.quick,
                                ceiling_runner=None if ceiling.samples else ceiling)
         report["shapes"] = {"rows": table, "repeats": args.shape_repeats, "quick": args.quick,
@@ -369,7 +349,7 @@ def main(argv=None):
     elif not args.no_shapes:
         print("bench: the shape table needs the cython backend; skipped", file=sys.stderr)
     if ceiling is not None:
-        report["sgemm_ceiling"] = ceiling_figures(ceiling, args.threads)
+        report["sgemm_ceiling"] = harness.sgemm_figures(ceiling, CEILING_SHAPE, args.threads)
         rate = report["sgemm_ceiling"]["gflops"]
         if report["rows"]:
             for row in report["rows"].values():

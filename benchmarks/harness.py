@@ -151,6 +151,23 @@ def measure(runners, warmup, adaptive, label=""):
     return {name: runners[name].samples for name in names}
 
 
+def sgemm_runner(shape_mkn, repeats, blas):
+    """A runner of numpy's float32 matmul ``(m×k) @ (k×n)`` under ``blas.limit()``: a ceiling for GEMM-bound rows."""
+    m, k, n = shape_mkn
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    c = np.empty((m, n), dtype=np.float32)
+    return Runner(lambda: np.matmul(a, b, out=c), repeats, blas.limit, cooldown=OPENBLAS_COOLDOWN)
+
+
+def sgemm_figures(runner, shape_mkn, threads):
+    """The ceiling's median time and GFLOP/s (2·m·k·n / time)."""
+    m, k, n = shape_mkn
+    ms = median_ms(runner.samples)
+    return {"shape_mkn": list(shape_mkn), "dtype": "float32", "threads": threads, "ms": ms,
+            "gflops": 2 * m * k * n / (ms * 1e-3) / 1e9, "samples_ms": [s * 1e3 for s in runner.samples]}
+
+
 def median_ms(samples):
     return float(np.median(samples)) * 1e3 if samples else None
 
