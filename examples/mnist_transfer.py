@@ -25,8 +25,8 @@ task for another one. This script runs all three on the protocol of Keras's
 
 Protocol of stage 2: for label budgets of 10, 100, 1000 and all (~5,900) training images per
 class, draw a class-balanced subset of the 5-9 training set (three seeds for the small, noisy
-budgets), train each strategy on it for a fixed number of optimization steps (see DEFAULT
-below for why steps and not epochs), and measure the accuracy on the *whole* 5-9 test set
+budgets), train each strategy on it for a fixed number of optimization steps (see DEFAULT in
+``mnist_transfer_protocol.py`` for why steps and not epochs), and measure the accuracy on the *whole* 5-9 test set
 (4,861 images) and the wall time. The results are printed as a table and plotted (accuracy
 versus labels per class, log scale). Transfer helps most when labels are scarce; its lead
 shrinks as labels grow, and the script says plainly where it stops helping.
