@@ -75,6 +75,10 @@ def build_runners(nnscratch, torch, shape, repeats):
         algorithms["direct"] = "direct"
     runners = {mode: {} for mode, _ in MODES}
     chosen = None
+
+    def cython():
+        return nnscratch.use_backend("cython")
+
     for impl, algorithm in algorithms.items():
         kwargs = {} if algorithm is None else {"algorithm": algorithm}
         nnscratch.manual_seed(0)
@@ -88,13 +92,10 @@ def build_runners(nnscratch, torch, shape, repeats):
                 p.grad = None  # as zero_grad() before a training backward
             return conv.backward(g, need_input_grad=True)
 
-        def cython():
-            return nnscratch.use_backend("cython")
-
         runners["forward"][impl] = harness.Runner(lambda conv=conv: conv(x), repeats, cython)
         runners["forward_backward"][impl] = harness.Runner(forward_backward, repeats, cython)
     if torch is not None:
-        weight, bias = conv.weight.data, conv.bias.data  # the same weights as nnscratch's
+        weight, bias = conv.weight.data, conv.bias.data  # the same weights as nnscratch's (manual_seed(0) for each)
         tx = torch.from_numpy(x).requires_grad_(True)
         tw = torch.from_numpy(weight.copy()).requires_grad_(True)
         tb = torch.from_numpy(bias.copy()).requires_grad_(True)
