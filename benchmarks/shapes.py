@@ -166,5 +166,8 @@ def print_table(table):
           f"({harness.fmt(table['sgemm_ceiling_gflops'])} GFLOP/s)"
           + ("; auto: the algorithm Conv2d(algorithm='auto') chose, 'direct' timed beside it on 3×3 stride-1 shapes"
              if option else "; one algorithm (this Conv2d has no algorithm= option)"))
+    used = {impl: harness.cores_used([shape[mode]["cpu_wall_s"][impl] for shape in rows.values() for mode, _ in MODES
+                                      if impl in shape[mode]["cpu_wall_s"]]) for impl in IMPLS}
     print(f"medians of {table['repeats']} samples, nnscratch and torch interleaved round-robin"
-          + (" (--quick: small batches)" if table["quick"] else ""))
+          + (" (--quick: small batches)" if table["quick"] else "") + "; cores the process got while timed (CPU / wall): "
+          + ", ".join(f"{impl} {value:.2f}" for impl, value in used.items() if value is not None))
