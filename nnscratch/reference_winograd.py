@@ -77,20 +77,24 @@ def tile_grid(out_h, out_w, m):
 
 
 def transform_filters(weight, m):
-    """``U[a, b, f, c] = (G w[f, c] G^T)[a, b]``, computed in float64, returned in ``weight``'s dtype,
-    C-contiguous (α², F, C): the layout of the compiled kernels' GEMMs."""
+    """``U[ab, f, c] = (G w[f, c] G^T)[a, b]``, ``ab = a α + b``, computed in float64 as one matrix product
+    ``U = (G ⊗ G) · w`` with ``w`` read as a (9, F·C) matrix (the Kronecker product ``G ⊗ G`` holds
+    ``G[a, p] G[b, q]`` at row ``ab``, column ``pq = 3 p + q``), returned in ``weight``'s dtype:
+    C-contiguous (α², F, C), the layout of the compiled kernels' GEMMs."""
     _, g, _ = matrices(m)
-    u = np.einsum("ap,fcpq,bq->abfc", g, weight.astype(np.float64), g, optimize=True)
-    return np.ascontiguousarray(u.reshape(-1, *weight.shape[:2]).astype(weight.dtype))
+    f, c = weight.shape[:2]
+    u = np.kron(g, g) @ weight.reshape(f * c, 9).T.astype(np.float64)
+    return u.reshape(-1, f, c).astype(weight.dtype)
 
 
 def filter_gradient(grad_u, m):
-    """``∂L/∂w[f, c] = G^T ∂L/∂U[:, :, f, c] G`` (the adjoint of :func:`transform_filters`), from
-    ``grad_u`` (α², F, C), computed in float64, returned in ``grad_u``'s dtype (F, C, 3, 3)."""
+    """``∂L/∂w[f, c] = G^T ∂L/∂U[:, f, c] G`` (the adjoint of :func:`transform_filters`: the transposed
+    matrix product ``(G ⊗ G)^T · ∂L/∂U``), from ``grad_u`` (α², F, C), computed in float64,
+    returned in ``grad_u``'s dtype (F, C, 3, 3)."""
     _, g, _ = matrices(m)
-    alpha, dtype = m + 2, grad_u.dtype
-    grad_u = grad_u.astype(np.float64).reshape(alpha, alpha, *grad_u.shape[1:])
-    return np.ascontiguousarray(np.einsum("ap,abfc,bq->fcpq", g, grad_u, g, optimize=True).astype(dtype))
+    alpha2, f, c = grad_u.shape
+    grad_w = grad_u.reshape(alpha2, f * c).T.astype(np.float64) @ np.kron(g, g)
+    return grad_w.reshape(f, c, 3, 3).astype(grad_u.dtype)
 
 
 def _input_tiles(x, padding, m, out_hw):
@@ -121,7 +125,7 @@ def conv2d_forward(x, weight, bias, padding, m=4):
     out_hw = (x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2)
     v = bt @ _input_tiles(x, padding, m, out_hw) @ bt.T  # (N, C, TH, TW, α, α)
     u = transform_filters(weight, m).reshape(alpha, alpha, *weight.shape[:2])
-    mm = np.einsum("abfc,nctuab->nftuab", u, v, optimize=True)
+    mm = np.einsum("abfc,nctuab->nftuab", u, v, optimize=True)  # Σ_c: α² matrix products over channels
     y = at @ mm @ at.T  # (N, F, TH, TW, m, m)
     n, f, th, tw = y.shape[:4]
     y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, f, th * m, tw * m)[:, :, :out_hw[0], :out_hw[1]]

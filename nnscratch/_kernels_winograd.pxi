@@ -1,0 +1,312 @@
+# Part of nnscratch/_kernels.pyx (textually included there, one extension module): Winograd convolution.
+# The shared pieces (_threads_for, _gemm, _check_blas_sizes, the imports) are defined there.
+#
+# Compiled twin of nnscratch/reference_winograd.py: F(m×m, 3×3), m = 2 or 4, α = m + 2, stride 1.
+# The output tiles of the whole batch are numbered g = (n·TH + t)·TW + u and cut into blocks of
+# ``block`` consecutive tiles, a size fixed by the shapes alone (``winograd_block``). One thread
+# takes a block at a time and keeps it in cache through three steps:
+#   1. input transform  V[ab, c, k] = (B^T d B)[a, b] of tile k of the block and channel c;
+#   2. α² GEMMs         M[ab] (F × block) = U[ab] (F × C) · V[ab] (C × block)   (``_gemm``);
+#   3. output transform y tile = A^T M A, cropped to the output, plus the bias.
+# The filter transform U = G w G^T (α², F, C) is the reference's own function (float64, then rounded).
+# The weight gradient runs steps 1 and ∂L/∂M = A ∂L/∂Y A^T per block and accumulates
+# ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into one of WEIGHT_GRAD_BLOCKS partial sums
+# fixed by the number of blocks; the caller sums them in a fixed order.
+#
+# The 1-D transforms are the matrices' rows written out, summed left to right as a dot product
+# does, with the zeros skipped (x·0 and x + 0 are not free in IEEE arithmetic, so the compiler may
+# not drop them; skipping them changes no value); the 2-D ones apply the 1-D ones to the columns,
+# then to the rows of the result: B^T d B = (B^T (B^T d)^T)^T.
+
+from nnscratch.reference_winograd import filter_gradient, flipped_filters, input_gradient_padding, transform_filters
+
+
+cdef inline void _bt_1d(const floating* d, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + i·so] = Σ_j B^T[i, j] d[k + j·s]`` for k < nb: B^T applied to nb vectors at once (the
+    innermost loop runs over k, one loop per tile size, so the compiler vectorizes it)."""
+    cdef Py_ssize_t k
+    cdef floating d0, d1, d2, d3, d4, d5, two = 2, four = 4, five = 5  # typed: a bare 4 makes Cython compute in double
+    if m == 2:
+        for k in range(nb):
+            d0, d1, d2, d3 = d[k], d[k + s], d[k + 2 * s], d[k + 3 * s]
+            o[k] = d0 - d2
+            o[k + so] = d1 + d2
+            o[k + 2 * so] = d2 - d1
+            o[k + 3 * so] = d1 - d3
+        return
+    for k in range(nb):
+        d0, d1, d2, d3, d4, d5 = d[k], d[k + s], d[k + 2 * s], d[k + 3 * s], d[k + 4 * s], d[k + 5 * s]
+        o[k] = (four * d0 - five * d2) + d4
+        o[k + so] = ((-(four * d1) - four * d2) + d3) + d4
+        o[k + 2 * so] = ((four * d1 - four * d2) - d3) + d4
+        o[k + 3 * so] = ((-(two * d1) - d2) + two * d3) + d4
+        o[k + 4 * so] = ((two * d1 - d2) - two * d3) + d4
+        o[k + 5 * so] = (four * d1 - five * d3) + d5
+
+
+cdef inline void _at_1d(const floating* v, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + i·so] = Σ_j A^T[i, j] v[k + j·s]`` for k < nb (α values in, m out)."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, v3, v4, v5, two = 2, four = 4, eight = 8
+    if m == 2:
+        for k in range(nb):
+            v0, v1, v2, v3 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s]
+            o[k] = (v0 + v1) + v2
+            o[k + so] = (v1 - v2) - v3
+        return
+    for k in range(nb):
+        v0, v1, v2, v3, v4, v5 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s], v[k + 4 * s], v[k + 5 * s]
+        o[k] = (((v0 + v1) + v2) + v3) + v4
+        o[k + so] = ((v1 - v2) + two * v3) - two * v4
+        o[k + 2 * so] = ((v1 + v2) + four * v3) + four * v4
+        o[k + 3 * so] = (((v1 - v2) + eight * v3) - eight * v4) + v5
+
+
+cdef inline void _a_1d(const floating* y, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + i·so] = Σ_j A[i, j] y[k + j·s]`` for k < nb (the transpose of ``_at_1d``: m values in, α out)."""
+    cdef Py_ssize_t k
+    cdef floating y0, y1, y2, y3, two = 2, four = 4, eight = 8
+    if m == 2:
+        for k in range(nb):
+            y0, y1 = y[k], y[k + s]
+            o[k] = y0
+            o[k + so] = y0 + y1
+            o[k + 2 * so] = y0 - y1
+            o[k + 3 * so] = -y1
+        return
+    for k in range(nb):
+        y0, y1, y2, y3 = y[k], y[k + s], y[k + 2 * s], y[k + 3 * s]
+        o[k] = y0
+        o[k + so] = ((y0 + y1) + y2) + y3
+        o[k + 2 * so] = ((y0 - y1) + y2) - y3
+        o[k + 3 * so] = ((y0 + two * y1) + four * y2) + eight * y3
+        o[k + 4 * so] = ((y0 - two * y1) + four * y2) - eight * y3
+        o[k + 5 * so] = y3
+
+
+cdef enum:
+    WINOGRAD_MAX_BLOCK = 512  # tiles per block at most (``winograd_block``)
+
+
+cdef void _tile_origins(Py_ssize_t g0, Py_ssize_t nb, int m, Py_ssize_t TH, Py_ssize_t TW,
+                        Py_ssize_t* image, Py_ssize_t* row, Py_ssize_t* col) noexcept nogil:
+    """Tile ``g0 + k`` covers the output pixels ``[row[k], row[k] + m) × [col[k], col[k] + m)`` of image ``image[k]``."""
+    cdef Py_ssize_t k, g
+    for k in range(nb):
+        g = g0 + k
+        image[k] = g // (TH * TW)
+        row[k] = ((g // TW) % TH) * m
+        col[k] = (g % TW) * m
+
+
+cdef void _gather_tiles(const floating* planes, Py_ssize_t plane_stride, Py_ssize_t H, Py_ssize_t W,
+                        const Py_ssize_t* image, const Py_ssize_t* row, const Py_ssize_t* col,
+                        Py_ssize_t shift_r, Py_ssize_t shift_c, int size, Py_ssize_t nb, floating* d) noexcept nogil:
+    """``d[a, b, k] = plane[row[k] + shift_r + a, col[k] + shift_c + b]`` (``size × size`` per tile k) of the
+    ``H × W`` plane ``planes + image[k]·plane_stride``, 0 outside it."""
+    cdef Py_ssize_t k, r0, c0, r, c
+    cdef int a, b
+    cdef const floating* plane
+    for k in range(nb):
+        plane = planes + image[k] * plane_stride
+        r0 = row[k] + shift_r
+        c0 = col[k] + shift_c
+        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W:
+            if size == 6:  # constant trip counts: the copy is unrolled
+                for a in range(6):
+                    for b in range(6):
+                        d[(a * 6 + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+            else:
+                for a in range(size):
+                    for b in range(size):
+                        d[(a * size + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+            continue
+        for a in range(size):
+            r = r0 + a
+            for b in range(size):
+                c = c0 + b
+                d[(a * size + b) * nb + k] = plane[r * W + c] if 0 <= r < H and 0 <= c < W else 0
+
+
+cdef void _input_transform(const floating* x, floating* v, floating* work, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                           int m, Py_ssize_t ph, Py_ssize_t pw, const Py_ssize_t* image, const Py_ssize_t* row,
+                           const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """``v[ab, c, k] = (B^T d B)[ab]``, ``d`` tile k of channel c: ``x[image[k], c, row[k] - ph + a, col[k] - pw + b]``.
+    Every step runs over the block's tiles k in its innermost loop (contiguous: the compiler vectorizes it)."""
+    cdef int alpha = m + 2, a, b
+    cdef Py_ssize_t k, c, cn = C * nb
+    cdef floating* d = work
+    cdef floating* tmp = work + alpha * alpha * nb
+    for c in range(C):
+        _gather_tiles(x + c * H * W, C * H * W, H, W, image, row, col, -ph, -pw, alpha, nb, d)
+        for b in range(alpha):  # columns: tmp = B^T d
+            _bt_1d(d + b * nb, alpha * nb, tmp + b * nb, alpha * nb, nb, m)
+        for a in range(alpha):  # rows: v = tmp B
+            _bt_1d(tmp + a * alpha * nb, nb, v + a * alpha * cn + c * nb, cn, nb, m)
+
+
+cdef void _output_transform(const floating* mm, floating* y, const floating* bias, bint has_bias, floating* work,
+                            Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m, const Py_ssize_t* image,
+                            const Py_ssize_t* row, const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """``y[image[k], f, row[k] + i, col[k] + j] = (A^T M A)[i, j] (+ bias[f])`` inside the output, ``M[ab] = mm[ab, f, k]``."""
+    cdef int alpha = m + 2, a, i, j, rows, cols
+    cdef Py_ssize_t k, f, fn = F * nb
+    cdef floating* tmp = work
+    cdef floating* out = work + alpha * alpha * nb
+    cdef floating b
+    cdef floating* plane
+    for f in range(F):
+        for a in range(alpha):  # columns: tmp (m × α) = A^T M
+            _at_1d(mm + a * fn + f * nb, alpha * fn, tmp + a * nb, alpha * nb, nb, m)
+        for i in range(m):  # rows: out (m × m) = tmp A
+            _at_1d(tmp + i * alpha * nb, nb, out + i * m * nb, nb, nb, m)
+        b = bias[f] if has_bias else 0  # (adding a zero bias changes no value: -0 becomes +0 at most)
+        for k in range(nb):
+            plane = y + (image[k] * F + f) * OH * OW + row[k] * OW + col[k]
+            rows = <int> min(m, OH - row[k])
+            cols = <int> min(m, OW - col[k])
+            if m == 4 and rows == 4 and cols == 4:  # constant trip counts: the copy is unrolled
+                for i in range(4):
+                    for j in range(4):
+                        plane[i * OW + j] = out[(i * 4 + j) * nb + k] + b
+            else:
+                for i in range(rows):
+                    for j in range(cols):
+                        plane[i * OW + j] = out[(i * m + j) * nb + k] + b
+
+
+cdef void _grad_output_transform(const floating* grad_y, floating* gm, floating* work, Py_ssize_t F, Py_ssize_t OH,
+                                 Py_ssize_t OW, int m, const Py_ssize_t* image, const Py_ssize_t* row,
+                                 const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """``gm[ab, f, k] = (A ∂L/∂Y A^T)[ab]``, ``∂L/∂Y`` tile k of ``grad_y[:, f]`` (the adjoint of ``_output_transform``)."""
+    cdef int alpha = m + 2, a, j
+    cdef Py_ssize_t k, f, fn = F * nb
+    cdef floating* d = work
+    cdef floating* tmp = work + alpha * alpha * nb
+    for f in range(F):
+        _gather_tiles(grad_y + f * OH * OW, F * OH * OW, OH, OW, image, row, col, 0, 0, m, nb, d)
+        for j in range(m):  # columns: tmp (α × m) = A dY
+            _a_1d(d + j * nb, m * nb, tmp + j * nb, m * nb, nb, m)
+        for a in range(alpha):  # rows: gm (α × α) = tmp A^T
+            _a_1d(tmp + a * m * nb, nb, gm + a * alpha * fn + f * nb, fn, nb, m)
+
+
+cdef void _winograd_block_forward(const floating* x, const floating* u, const floating* bias, bint has_bias,
+                                  floating* y, floating* v, floating* mm, floating* work, Py_ssize_t C, Py_ssize_t H,
+                                  Py_ssize_t W, Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m, Py_ssize_t ph,
+                                  Py_ssize_t pw, Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t g0, Py_ssize_t nb) noexcept nogil:
+    """Steps 1-3 of the header for tiles ``g0 .. g0 + nb - 1``, in the thread's buffers ``v``, ``mm``, ``work``."""
+    cdef int ab
+    cdef Py_ssize_t image[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t row[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t col[WINOGRAD_MAX_BLOCK]
+    _tile_origins(g0, nb, m, TH, TW, image, row, col)
+    _input_transform(x, v, work, C, H, W, m, ph, pw, image, row, col, nb)
+    for ab in range((m + 2) * (m + 2)):
+        _gemm(False, False, F, nb, C, 1, u + ab * F * C, C, v + ab * C * nb, nb, 0, mm + ab * F * nb, nb)
+    _output_transform(mm, y, bias, has_bias, work, F, OH, OW, m, image, row, col, nb)
+
+
+cdef void _winograd_block_weight_grad(const floating* x, const floating* grad_y, floating* grad_u, floating* v,
+                                      floating* gm, floating* work, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                                      Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m, Py_ssize_t ph, Py_ssize_t pw,
+                                      Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t g0, Py_ssize_t nb) noexcept nogil:
+    """``grad_u[ab] += ∂L/∂M[ab] · V[ab]ᵀ`` over tiles ``g0 .. g0 + nb - 1``."""
+    cdef int ab
+    cdef Py_ssize_t image[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t row[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t col[WINOGRAD_MAX_BLOCK]
+    _tile_origins(g0, nb, m, TH, TW, image, row, col)
+    _input_transform(x, v, work, C, H, W, m, ph, pw, image, row, col, nb)
+    _grad_output_transform(grad_y, gm, work, F, OH, OW, m, image, row, col, nb)
+    for ab in range((m + 2) * (m + 2)):
+        _gemm(False, True, F, C, nb, 1, gm + ab * F * nb, nb, v + ab * C * nb, nb, 1, grad_u + ab * F * C, C)
+
+
+def _winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, const floating[::1] bias,
+                      bint has_bias, floating[:, :, :, ::1] y, floating[:, ::1] v, floating[:, ::1] mm,
+                      floating[:, ::1] work, int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], F = u.shape[1]
+    cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], TH = (OH + m - 1) // m, TW = (OW + m - 1) // m
+    cdef Py_ssize_t tiles = N * TH * TW, blocks = (tiles + block - 1) // block, i, g0
+    cdef int nt = v.shape[0], t
+    with nogil, parallel(num_threads=nt):
+        t = threadid()
+        for i in prange(blocks, schedule="static"):
+            g0 = i * block
+            _winograd_block_forward(&x[0, 0, 0, 0], &u[0, 0, 0], &bias[0], has_bias, &y[0, 0, 0, 0], &v[t, 0],
+                                    &mm[t, 0], &work[t, 0], C, H, W, F, OH, OW, m, ph, pw, TH, TW, g0,
+                                    min(block, tiles - g0))
+
+
+def _winograd_weight_grad(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
+                          floating[:, :, :, ::1] parts, floating[:, ::1] v, floating[:, ::1] gm, floating[:, ::1] work,
+                          int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block):
+    """``parts[p] += ∂L/∂M · Vᵀ`` over the blocks of part p (a range of blocks fixed by their number)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], F = grad_y.shape[1]
+    cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3], TH = (OH + m - 1) // m, TW = (OW + m - 1) // m
+    cdef Py_ssize_t tiles = N * TH * TW, blocks = (tiles + block - 1) // block, P = parts.shape[0], p, i, g0
+    cdef int nt = v.shape[0], t
+    with nogil, parallel(num_threads=nt):
+        t = threadid()
+        for p in prange(P, schedule="static"):
+            for i in range((blocks * p) // P, (blocks * (p + 1)) // P):
+                g0 = i * block
+                _winograd_block_weight_grad(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], &parts[p, 0, 0, 0], &v[t, 0],
+                                            &gm[t, 0], &work[t, 0], C, H, W, F, OH, OW, m, ph, pw, TH, TW, g0,
+                                            min(block, tiles - g0))
+
+
+WINOGRAD_BLOCK_ELEMENTS = 1 << 18  # transformed input + product of one block of tiles: about 1 MiB in float32
+
+
+def winograd_block(m, c, f):
+    """Tiles per block: as many as keep the block's ``V`` (α², C, block) and ``M`` (α², F, block) within
+    ``WINOGRAD_BLOCK_ELEMENTS``, between 16 and 512 (fixed by the shapes, never by the thread count)."""
+    return int(max(16, min(WINOGRAD_MAX_BLOCK, WINOGRAD_BLOCK_ELEMENTS // ((m + 2) ** 2 * (c + f)))))
+
+
+def _winograd_geometry(n, c, f, oh, ow, m):
+    tiles = n * -(-oh // m) * -(-ow // m)
+    block = winograd_block(m, c, f)
+    blocks = -(-tiles // block)
+    alpha2 = (m + 2) ** 2
+    _check_blas_sizes(f, c, block, alpha2 * max(c, f) * block)
+    return block, blocks, _threads_for(blocks, <double> tiles * alpha2 * c * f)
+
+
+def winograd_conv2d_forward(x, weight, bias, padding, m=4):
+    """Compiled :func:`nnscratch.reference_winograd.conv2d_forward`, F(m×m, 3×3), stride 1."""
+    n, c, h, w = x.shape
+    f = weight.shape[0]
+    oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
+    y = np.empty((n, f, oh, ow), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    block, blocks, nt = _winograd_geometry(n, c, f, oh, ow, m)
+    alpha2 = (m + 2) ** 2
+    has_bias = bias is not None
+    _winograd_forward(x, transform_filters(weight, m), bias if has_bias else np.zeros(f, x.dtype), has_bias, y,
+                      np.empty((nt, alpha2 * c * block), x.dtype), np.empty((nt, alpha2 * f * block), x.dtype),
+                      np.empty((nt, 2 * alpha2 * block), x.dtype), m, padding[0], padding[1], block)
+    return y
+
+
+def winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, need_weight_grad=True, m=4):
+    """Compiled :func:`nnscratch.reference_winograd.conv2d_backward`: ``∂L/∂x`` by the compiled forward
+    on the flipped filters, ``∂L/∂w`` through the adjoint transforms."""
+    grad_x = grad_weight = None
+    if need_input_grad:
+        grad_x = winograd_conv2d_forward(grad_y, flipped_filters(weight), None, input_gradient_padding(padding), m)
+    if need_weight_grad:
+        n, c = x.shape[:2]
+        f, oh, ow = grad_y.shape[1:]
+        alpha2 = (m + 2) ** 2
+        block, blocks, nt = _winograd_geometry(n, c, f, oh, ow, m)
+        parts = np.zeros((max(1, min(blocks, WEIGHT_GRAD_BLOCKS)), alpha2, f, c), dtype=x.dtype)
+        if grad_y.size and x.size:
+            _winograd_weight_grad(x, grad_y, parts, np.empty((nt, alpha2 * c * block), x.dtype),
+                                  np.empty((nt, alpha2 * f * block), x.dtype), np.empty((nt, 2 * alpha2 * block), x.dtype),
+                                  m, padding[0], padding[1], block)
+        grad_weight = filter_gradient(parts.sum(axis=0), m)
+    return grad_x, grad_weight
