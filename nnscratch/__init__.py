@@ -15,6 +15,7 @@ from ._backend import backend, get_num_threads, set_backend, set_num_threads, us
 from .activation import LogSoftmax, ReLU, Softmax
 from .container import Sequential
 from .conv import Conv2d
+from .conv_algorithm import get_conv_algorithm, set_conv_algorithm, use_conv_algorithm
 from .dense import Dense, Linear
 from .dropout import Dropout
 from .flatten import Flatten
@@ -25,7 +26,7 @@ from .optim import SGD
 from .pooling import AvgPool2d, MaxPool2d
 from .rng import manual_seed
 from .training import History, TrainingDivergedError, evaluate, fit, predict, predict_proba
-from . import data, models, ops, reference  # submodules users reach as nnscratch.X
+from . import conv_algorithm, data, models, ops, reference  # submodules users reach as nnscratch.X
 from . import malloc, serialization, training, transfer
 
 
@@ -44,9 +45,10 @@ __version__ = _installed_version()
 __all__ = [
     "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GradcheckError", "Linear",
     "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "SGD", "Sequential",
-    "Softmax", "backend", "data", "enable_grad", "get_num_threads", "gradcheck", "inference", "malloc",
+    "Softmax", "backend", "conv_algorithm", "data", "enable_grad", "get_conv_algorithm", "get_num_threads", "gradcheck",
+    "inference", "malloc",
     "manual_seed", "models", "no_grad", "ops",
-    "reference", "set_backend", "set_num_threads", "use_backend",
+    "reference", "set_backend", "set_conv_algorithm", "set_num_threads", "use_backend", "use_conv_algorithm",
     "History", "TrainingDivergedError", "evaluate", "fit", "predict", "predict_proba", "serialization", "training",
     "transfer",
 ]

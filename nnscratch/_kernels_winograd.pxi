@@ -10,7 +10,7 @@
 #   3. output transform y tile = A^T M A, cropped to the output, plus the bias.
 # The filter transform U = G w G^T (α², F, C) is the reference's own function (float64, then rounded).
 # The weight gradient runs steps 1 and ∂L/∂M = A ∂L/∂Y A^T per block and accumulates
-# ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into one of WEIGHT_GRAD_BLOCKS partial sums
+# ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into one of WINOGRAD_WEIGHT_GRAD_PARTS partial sums
 # fixed by the number of blocks; the caller sums them in a fixed order.
 #
 # The 1-D transforms are the matrices' rows written out, summed left to right as a dot product
@@ -257,6 +257,9 @@ def _winograd_weight_grad(const floating[:, :, :, ::1] x, const floating[:, :, :
                                             min(block, tiles - g0))
 
 
+# ∂L/∂U is summed in this many partial sums at most, each over a fixed range of blocks (as the direct
+# method's WEIGHT_GRAD_BLOCKS, fewer: a partial sum holds α²/9 = 4× as many numbers as the weights)
+WINOGRAD_WEIGHT_GRAD_PARTS = 4
 WINOGRAD_BLOCK_ELEMENTS = 1 << 18  # transformed input + product of one block of tiles: about 1 MiB in float32
 
 
@@ -303,7 +306,7 @@ def winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, n
         f, oh, ow = grad_y.shape[1:]
         alpha2 = (m + 2) ** 2
         block, blocks, nt = _winograd_geometry(n, c, f, oh, ow, m)
-        parts = np.zeros((max(1, min(blocks, WEIGHT_GRAD_BLOCKS)), alpha2, f, c), dtype=x.dtype)
+        parts = np.zeros((max(1, min(blocks, WINOGRAD_WEIGHT_GRAD_PARTS)), alpha2, f, c), dtype=x.dtype)
         if grad_y.size and x.size:
             _winograd_weight_grad(x, grad_y, parts, np.empty((nt, alpha2 * c * block), x.dtype),
                                   np.empty((nt, alpha2 * f * block), x.dtype), np.empty((nt, 2 * alpha2 * block), x.dtype),

@@ -1,7 +1,7 @@
 """``Conv2d``: the convolution layer of seed 3.3.1."""
 import numpy as np
 
-from . import init, ops
+from . import conv_algorithm, init, ops
 from .module import Module, Parameter, check_size
 
 
@@ -21,6 +21,9 @@ class Conv2d(Module):
         Zero padding of ``padding`` pixels on each side.
     bias : bool
     dtype : float32 (default) or float64
+    algorithm : ``"auto"`` (default), ``"direct"``, ``"winograd"`` or ``"winograd_2x2"``: how the
+        convolution is computed (:mod:`nnscratch.conv_algorithm`); :meth:`algorithm_for` tells
+        which one runs for an input shape. The Winograd variants take 3×3 kernels with stride 1 only.
     generator : numpy Generator for the initialization (default: :func:`nnscratch.rng.default_generator`)
 
     Shapes: ``x`` (N, in_channels, H, W) -> ``y`` (N, out_channels, OH, OW) with
@@ -28,7 +31,7 @@ class Conv2d(Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 dtype=np.float32, generator=None):
+                 dtype=np.float32, generator=None, algorithm="auto"):
         super().__init__()
         where = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
         self.in_channels = check_size(in_channels, "in_channels", where)
@@ -36,6 +39,8 @@ class Conv2d(Module):
         self.kernel_size = ops.pair(kernel_size, "kernel_size", where, 1)
         self.stride = ops.pair(stride, "stride", where, 1)
         self.padding = ops.pair(padding, "padding", where, 0)
+        self.algorithm = conv_algorithm.check_algorithm(algorithm, where)
+        conv_algorithm.check_supported(algorithm, self.kernel_size, self.stride, where)
         shape = (self.out_channels, self.in_channels) + self.kernel_size
         self.weight = Parameter(init.kaiming_uniform(shape, generator=generator, dtype=dtype))
         self.bias = Parameter(init.bias_uniform(self.out_channels, init.fan_in(shape), generator, dtype)) if bias else None
@@ -47,12 +52,21 @@ class Conv2d(Module):
             text += f", stride={self.stride}"
         if self.padding != (0, 0):
             text += f", padding={self.padding}"
-        return text + ("" if self.bias is not None else ", bias=False")
+        text += "" if self.bias is not None else ", bias=False"
+        return text + ("" if self.algorithm == "auto" else f", algorithm={self.algorithm!r}")
+
+    def algorithm_for(self, input_shape):
+        """The algorithm a forward on an ``input_shape`` (N, C, H, W) batch runs: ``"direct"``,
+        ``"winograd"`` or ``"winograd_2x2"`` (see :func:`nnscratch.conv_algorithm.choose`)."""
+        weight_shape = (self.out_channels, self.in_channels) + self.kernel_size
+        return conv_algorithm.choose(self.algorithm, tuple(input_shape), weight_shape, self.stride, self.padding,
+                                     self._where())
 
     def forward(self, x):
         bias = None if self.bias is None else self.bias.data
-        y = ops.conv2d(x, self.weight.data, bias, self.stride, self.padding, where=self._where())
-        self._save_for_backward(_input=x)
+        algorithm = self.algorithm_for(np.shape(x))
+        y = ops.conv2d(x, self.weight.data, bias, self.stride, self.padding, where=self._where(), algorithm=algorithm)
+        self._save_for_backward(_input=x, _algorithm=algorithm)  # the backward runs the forward's algorithm
         return y
 
     def backward(self, grad_output, need_input_grad=True):
@@ -63,6 +77,7 @@ class Conv2d(Module):
         grad_x, grad_weight = ops.conv2d_backward(
             x, self.weight.data, grad_output, self.stride, self.padding,
             need_input_grad=need_input_grad, need_weight_grad=self.weight.requires_grad, where=self._where(),
+            algorithm=self._saved("_algorithm"),
         )
         if grad_weight is not None:
             self.weight.accumulate_grad(grad_weight, copy=False)

@@ -80,20 +80,23 @@ def transform_filters(weight, m):
     """``U[ab, f, c] = (G w[f, c] G^T)[a, b]``, ``ab = a α + b``, computed in float64 as one matrix product
     ``U = (G ⊗ G) · w`` with ``w`` read as a (9, F·C) matrix (the Kronecker product ``G ⊗ G`` holds
     ``G[a, p] G[b, q]`` at row ``ab``, column ``pq = 3 p + q``), returned in ``weight``'s dtype:
-    C-contiguous (α², F, C), the layout of the compiled kernels' GEMMs."""
+    C-contiguous (α², F, C), the layout of the compiled kernels' GEMMs.
+
+    (``np.einsum`` without ``optimize`` runs its own loops: NumPy's multi-threaded BLAS, called for
+    this small product, took 10× longer on a busy machine, waiting for its threads.)"""
     _, g, _ = matrices(m)
     f, c = weight.shape[:2]
-    u = np.kron(g, g) @ weight.reshape(f * c, 9).T.astype(np.float64)
-    return u.reshape(-1, f, c).astype(weight.dtype)
+    w = np.ascontiguousarray(weight.reshape(f * c, 9).T, dtype=np.float64)
+    return np.einsum("kp,pi->ki", np.kron(g, g), w).reshape(-1, f, c).astype(weight.dtype)
 
 
 def filter_gradient(grad_u, m):
     """``∂L/∂w[f, c] = G^T ∂L/∂U[:, f, c] G`` (the adjoint of :func:`transform_filters`: the transposed
-    matrix product ``(G ⊗ G)^T · ∂L/∂U``), from ``grad_u`` (α², F, C), computed in float64,
-    returned in ``grad_u``'s dtype (F, C, 3, 3)."""
+    product ``(G ⊗ G)^T · ∂L/∂U``), from ``grad_u`` (α², F, C), computed in float64, returned in
+    ``grad_u``'s dtype (F, C, 3, 3)."""
     _, g, _ = matrices(m)
     alpha2, f, c = grad_u.shape
-    grad_w = grad_u.reshape(alpha2, f * c).T.astype(np.float64) @ np.kron(g, g)
+    grad_w = np.einsum("kp,ki->ip", np.kron(g, g), grad_u.reshape(alpha2, f * c).astype(np.float64))
     return grad_w.reshape(f, c, 3, 3).astype(grad_u.dtype)
 
 
