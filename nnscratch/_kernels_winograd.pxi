@@ -9,16 +9,18 @@
 #   2. α² GEMMs         M[ab] (F × block) = U[ab] (F × C) · V[ab] (C × block)   (``_gemm``);
 #   3. output transform y tile = A^T M A, cropped to the output, plus the bias.
 # The filter transform U = G w G^T (α², F, C) is the reference's own function (float64, then rounded).
-# The weight gradient runs steps 1 and ∂L/∂M = A ∂L/∂Y A^T per block and accumulates
-# ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into one of WINOGRAD_WEIGHT_GRAD_PARTS partial sums
-# fixed by the number of blocks; the caller sums them in a fixed order.
+# The backward cuts the batch into parts of whole images (WINOGRAD_BACKWARD_PARTS), one thread each,
+# and per block computes ∂L/∂M = A ∂L/∂Y A^T once for both gradients; then
+#   ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into the part's partial sum (the caller sums
+#   the parts in a fixed order), and ∂L/∂V[ab] (C × block) = U[ab]ᵀ · ∂L/∂M[ab], whose adjoint input
+#   transform B ∂L/∂V B^T is added onto the part's own images of ∂L/∂x.
 #
 # The 1-D transforms are the matrices' rows written out, summed left to right as a dot product
 # does, with the zeros skipped (x·0 and x + 0 are not free in IEEE arithmetic, so the compiler may
 # not drop them; skipping them changes no value); the 2-D ones apply the 1-D ones to the columns,
 # then to the rows of the result: B^T d B = (B^T (B^T d)^T)^T.
 
-from nnscratch.reference_winograd import filter_gradient, flipped_filters, input_gradient_padding, transform_filters
+from nnscratch.reference_winograd import filter_gradient, transform_filters
 
 
 cdef inline void _bt_1d(const floating* d, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
@@ -84,6 +86,28 @@ cdef inline void _a_1d(const floating* y, Py_ssize_t s, floating* o, Py_ssize_t 
         o[k + 5 * so] = y3
 
 
+cdef inline void _b_1d(const floating* v, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + j·so] = Σ_i B^T[i, j] v[k + i·s]`` for k < nb: ``B`` (the transpose of ``_bt_1d``)."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, v3, v4, v5, two = 2, four = 4, five = 5
+    if m == 2:
+        for k in range(nb):
+            v0, v1, v2, v3 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s]
+            o[k] = v0
+            o[k + so] = (v1 - v2) + v3
+            o[k + 2 * so] = (v1 - v0) + v2
+            o[k + 3 * so] = -v3
+        return
+    for k in range(nb):
+        v0, v1, v2, v3, v4, v5 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s], v[k + 4 * s], v[k + 5 * s]
+        o[k] = four * v0
+        o[k + so] = (((four * v2 - four * v1) - two * v3) + two * v4) + four * v5
+        o[k + 2 * so] = (((-(five * v0) - four * v1) - four * v2) - v3) - v4
+        o[k + 3 * so] = (((v1 - v2) + two * v3) - two * v4) - five * v5
+        o[k + 4 * so] = (((v0 + v1) + v2) + v3) + v4
+        o[k + 5 * so] = v5
+
+
 cdef enum:
     WINOGRAD_MAX_BLOCK = 512  # tiles per block at most (``winograd_block``)
 
@@ -143,6 +167,49 @@ cdef void _input_transform(const floating* x, floating* v, floating* work, Py_ss
             _bt_1d(d + b * nb, alpha * nb, tmp + b * nb, alpha * nb, nb, m)
         for a in range(alpha):  # rows: v = tmp B
             _bt_1d(tmp + a * alpha * nb, nb, v + a * alpha * cn + c * nb, cn, nb, m)
+
+
+cdef void _scatter_add_tiles(const floating* d, floating* planes, Py_ssize_t plane_stride, Py_ssize_t H, Py_ssize_t W,
+                             const Py_ssize_t* image, const Py_ssize_t* row, const Py_ssize_t* col,
+                             Py_ssize_t shift_r, Py_ssize_t shift_c, int size, Py_ssize_t nb) noexcept nogil:
+    """The adjoint of ``_gather_tiles``: ``plane[row[k] + shift_r + a, col[k] + shift_c + b] += d[a, b, k]``
+    inside the ``H × W`` plane ``planes + image[k]·plane_stride``, tile after tile."""
+    cdef Py_ssize_t k, r0, c0, r, c
+    cdef int a, b
+    cdef floating* plane
+    for k in range(nb):
+        plane = planes + image[k] * plane_stride
+        r0 = row[k] + shift_r
+        c0 = col[k] + shift_c
+        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W and size == 6:  # unrolled
+            for a in range(6):
+                for b in range(6):
+                    plane[(r0 + a) * W + c0 + b] += d[(a * 6 + b) * nb + k]
+            continue
+        for a in range(size):
+            r = r0 + a
+            if 0 <= r < H:
+                for b in range(size):
+                    c = c0 + b
+                    if 0 <= c < W:
+                        plane[r * W + c] += d[(a * size + b) * nb + k]
+
+
+cdef void _input_transform_adjoint(const floating* gv, floating* grad_x, floating* work, Py_ssize_t C, Py_ssize_t H,
+                                   Py_ssize_t W, int m, Py_ssize_t ph, Py_ssize_t pw, const Py_ssize_t* image,
+                                   const Py_ssize_t* row, const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """The adjoint of ``_input_transform``: ``∂L/∂d = B gv[:, c, k] B^T`` added onto the pixels of
+    ``grad_x[image[k], c]`` tile k was cut from."""
+    cdef int alpha = m + 2, a, b
+    cdef Py_ssize_t c, cn = C * nb
+    cdef floating* d = work
+    cdef floating* tmp = work + alpha * alpha * nb
+    for c in range(C):
+        for b in range(alpha):  # columns: tmp = B ∂L/∂V
+            _b_1d(gv + b * cn + c * nb, alpha * cn, tmp + b * nb, alpha * nb, nb, m)
+        for a in range(alpha):  # rows: d = tmp B^T
+            _b_1d(tmp + a * alpha * nb, nb, d + a * alpha * nb, nb, nb, m)
+        _scatter_add_tiles(d, grad_x + c * H * W, C * H * W, H, W, image, row, col, -ph, -pw, alpha, nb)
 
 
 cdef void _output_transform(const floating* mm, floating* y, const floating* bias, bint has_bias, floating* work,
@@ -207,20 +274,27 @@ cdef void _winograd_block_forward(const floating* x, const floating* u, const fl
     _output_transform(mm, y, bias, has_bias, work, F, OH, OW, m, image, row, col, nb)
 
 
-cdef void _winograd_block_weight_grad(const floating* x, const floating* grad_y, floating* grad_u, floating* v,
-                                      floating* gm, floating* work, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                                      Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m, Py_ssize_t ph, Py_ssize_t pw,
-                                      Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t g0, Py_ssize_t nb) noexcept nogil:
-    """``grad_u[ab] += ∂L/∂M[ab] · V[ab]ᵀ`` over tiles ``g0 .. g0 + nb - 1``."""
-    cdef int ab
+cdef void _winograd_block_backward(const floating* x, const floating* u, const floating* grad_y, floating* grad_x,
+                                   floating* grad_u, floating* v, floating* gm, floating* work, Py_ssize_t C,
+                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m,
+                                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t g0,
+                                   Py_ssize_t nb, bint need_input_grad, bint need_weight_grad) noexcept nogil:
+    """Tiles ``g0 .. g0 + nb - 1``: ``∂L/∂M = A ∂L/∂Y A^T``; ``grad_u[ab] += ∂L/∂M[ab] · V[ab]ᵀ``;
+    ``∂L/∂V[ab] = U[ab]ᵀ · ∂L/∂M[ab]`` (in ``v``), then its adjoint input transform into ``grad_x``."""
+    cdef int ab, alpha2 = (m + 2) * (m + 2)
     cdef Py_ssize_t image[WINOGRAD_MAX_BLOCK]
     cdef Py_ssize_t row[WINOGRAD_MAX_BLOCK]
     cdef Py_ssize_t col[WINOGRAD_MAX_BLOCK]
     _tile_origins(g0, nb, m, TH, TW, image, row, col)
-    _input_transform(x, v, work, C, H, W, m, ph, pw, image, row, col, nb)
     _grad_output_transform(grad_y, gm, work, F, OH, OW, m, image, row, col, nb)
-    for ab in range((m + 2) * (m + 2)):
-        _gemm(False, True, F, C, nb, 1, gm + ab * F * nb, nb, v + ab * C * nb, nb, 1, grad_u + ab * F * C, C)
+    if need_weight_grad:
+        _input_transform(x, v, work, C, H, W, m, ph, pw, image, row, col, nb)
+        for ab in range(alpha2):
+            _gemm(False, True, F, C, nb, 1, gm + ab * F * nb, nb, v + ab * C * nb, nb, 1, grad_u + ab * F * C, C)
+    if need_input_grad:
+        for ab in range(alpha2):
+            _gemm(True, False, C, nb, F, 1, u + ab * F * C, C, gm + ab * F * nb, nb, 0, v + ab * C * nb, nb)
+        _input_transform_adjoint(v, grad_x, work, C, H, W, m, ph, pw, image, row, col, nb)
 
 
 def _winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, const floating[::1] bias,
@@ -239,27 +313,33 @@ def _winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] 
                                     min(block, tiles - g0))
 
 
-def _winograd_weight_grad(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] grad_y,
-                          floating[:, :, :, ::1] parts, floating[:, ::1] v, floating[:, ::1] gm, floating[:, ::1] work,
-                          int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block):
-    """``parts[p] += ∂L/∂M · Vᵀ`` over the blocks of part p (a range of blocks fixed by their number)."""
+def _winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, const floating[:, :, :, ::1] grad_y,
+                       floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] parts, floating[:, ::1] v, floating[:, ::1] gm,
+                       floating[:, ::1] work, int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block,
+                       bint need_input_grad, bint need_weight_grad):
+    """Part p (images ``N p // P`` to ``N (p + 1) // P``, one thread) runs its blocks in order, adding into
+    ``parts[p]`` and into its own images of ``grad_x`` (zeroed by the caller)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], F = grad_y.shape[1]
     cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3], TH = (OH + m - 1) // m, TW = (OW + m - 1) // m
-    cdef Py_ssize_t tiles = N * TH * TW, blocks = (tiles + block - 1) // block, P = parts.shape[0], p, i, g0
+    cdef Py_ssize_t P = parts.shape[0], p, i, first, last, g0
     cdef int nt = v.shape[0], t
     with nogil, parallel(num_threads=nt):
         t = threadid()
         for p in prange(P, schedule="static"):
-            for i in range((blocks * p) // P, (blocks * (p + 1)) // P):
-                g0 = i * block
-                _winograd_block_weight_grad(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], &parts[p, 0, 0, 0], &v[t, 0],
-                                            &gm[t, 0], &work[t, 0], C, H, W, F, OH, OW, m, ph, pw, TH, TW, g0,
-                                            min(block, tiles - g0))
+            first = (N * p // P) * TH * TW
+            last = (N * (p + 1) // P) * TH * TW
+            for i in range((last - first + block - 1) // block):
+                g0 = first + i * block
+                _winograd_block_backward(&x[0, 0, 0, 0], &u[0, 0, 0], &grad_y[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
+                                         &parts[p, 0, 0, 0], &v[t, 0], &gm[t, 0], &work[t, 0], C, H, W, F, OH, OW,
+                                         m, ph, pw, TH, TW, g0, min(block, last - g0), need_input_grad,
+                                         need_weight_grad)
 
 
-# ∂L/∂U is summed in this many partial sums at most, each over a fixed range of blocks (as the direct
-# method's WEIGHT_GRAD_BLOCKS, fewer: a partial sum holds α²/9 = 4× as many numbers as the weights)
-WINOGRAD_WEIGHT_GRAD_PARTS = 4
+# The backward cuts the batch into this many parts of whole images at most, one thread each: tiles of
+# different images share no input pixel, so the parts add into ∂L/∂x without locks, and each sums its
+# own ∂L/∂U (α²/9 = 4× as many numbers as the weights, hence fewer parts than WEIGHT_GRAD_BLOCKS).
+WINOGRAD_BACKWARD_PARTS = 4
 WINOGRAD_BLOCK_ELEMENTS = 1 << 18  # transformed input + product of one block of tiles: about 1 MiB in float32
 
 
@@ -296,20 +376,20 @@ def winograd_conv2d_forward(x, weight, bias, padding, m=4):
 
 
 def winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, need_weight_grad=True, m=4):
-    """Compiled :func:`nnscratch.reference_winograd.conv2d_backward`: ``∂L/∂x`` by the compiled forward
-    on the flipped filters, ``∂L/∂w`` through the adjoint transforms."""
-    grad_x = grad_weight = None
-    if need_input_grad:
-        grad_x = winograd_conv2d_forward(grad_y, flipped_filters(weight), None, input_gradient_padding(padding), m)
-    if need_weight_grad:
-        n, c = x.shape[:2]
-        f, oh, ow = grad_y.shape[1:]
-        alpha2 = (m + 2) ** 2
-        block, blocks, nt = _winograd_geometry(n, c, f, oh, ow, m)
-        parts = np.zeros((max(1, min(blocks, WINOGRAD_WEIGHT_GRAD_PARTS)), alpha2, f, c), dtype=x.dtype)
-        if grad_y.size and x.size:
-            _winograd_weight_grad(x, grad_y, parts, np.empty((nt, alpha2 * c * block), x.dtype),
-                                  np.empty((nt, alpha2 * f * block), x.dtype), np.empty((nt, 2 * alpha2 * block), x.dtype),
-                                  m, padding[0], padding[1], block)
-        grad_weight = filter_gradient(parts.sum(axis=0), m)
-    return grad_x, grad_weight
+    """Compiled :func:`nnscratch.reference_winograd.conv2d_backward`: both gradients in one pass over the
+    tiles, which transforms each block's ``∂L/∂y`` once for the two."""
+    n, c = x.shape[:2]
+    f, oh, ow = grad_y.shape[1:]
+    alpha2, parts_count = (m + 2) ** 2, max(1, min(n, WINOGRAD_BACKWARD_PARTS))
+    grad_x = np.zeros_like(x) if need_input_grad else None
+    parts = np.zeros((parts_count, alpha2, f, c), dtype=x.dtype) if need_weight_grad else None
+    if (need_input_grad or need_weight_grad) and x.size and grad_y.size:
+        block, _, _ = _winograd_geometry(n, c, f, oh, ow, m)
+        nt = _threads_for(parts_count, <double> n * -(-oh // m) * -(-ow // m) * alpha2 * c * f)
+        _winograd_backward(x, transform_filters(weight, m), grad_y,
+                           grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
+                           parts if need_weight_grad else np.empty((parts_count, 1, 1, 1), x.dtype),
+                           np.empty((nt, alpha2 * c * block), x.dtype), np.empty((nt, alpha2 * f * block), x.dtype),
+                           np.empty((nt, 2 * alpha2 * block), x.dtype), m, padding[0], padding[1], block,
+                           need_input_grad, need_weight_grad)
+    return grad_x, filter_gradient(parts.sum(axis=0), m) if need_weight_grad else None

@@ -19,11 +19,11 @@ larger error than the direct sum (measured in ``docs/fast_convolution.md``, boun
 The output is cut into ``⌈OH/m⌉ × ⌈OW/m⌉`` tiles; the last row and column of tiles may reach
 past the output (the input is zero-padded far enough) and are cropped. Gradients:
 
-* ``∂L/∂x`` is the full correlation of ``∂L/∂y`` with the filters turned by 180° and their
-  in/out channels swapped, ``w'[c, f, p, q] = w[f, c, 2-p, 2-q]``, with padding ``2 - P``:
-  itself a 3×3 stride-1 convolution, computed by the same Winograd forward;
-* ``∂L/∂w`` follows the forward's transforms backwards (their transposes, the adjoint):
-  ``∂L/∂U[f,c] = Σ_{n,tiles} (A ∂L/∂Y A^T) ⊙ (B^T d_c B)`` and ``∂L/∂g = G^T (∂L/∂U) G``.
+the forward's steps taken backwards, each one's transpose (the adjoint): ``∂L/∂M = A ∂L/∂Y A^T``, then
+
+* ``∂L/∂w``: ``∂L/∂U[f,c] = Σ_{n,tiles} ∂L/∂M_f ⊙ (B^T d_c B)`` and ``∂L/∂g = G^T (∂L/∂U) G``;
+* ``∂L/∂x``: ``∂L/∂V_c = Σ_f U_{f,c} ⊙ ∂L/∂M_f``, ``∂L/∂d_c = B ∂L/∂V_c B^T``, each tile's share added
+  back onto the input pixels it was cut from (tiles overlap by 2 pixels).
 
 The filter transform ``G g G^T`` (and ``G^T (∂L/∂U) G``) is computed in float64 and rounded
 once to the working dtype: ``G`` holds 1/6, 1/12, 1/24, which float32 cannot represent. The
@@ -100,17 +100,37 @@ def filter_gradient(grad_u, m):
     return grad_w.reshape(f, c, 3, 3).astype(grad_u.dtype)
 
 
+def _placement(x_shape, padding, rows, cols):
+    """Where ``x`` sits in the zero-padded ``rows × cols`` plane of the tiles: ``x[r0:r1, c0:c1]`` goes to
+    ``[r0 + ph : r1 + ph, c0 + pw : c1 + pw]`` (a negative padding crops ``x``)."""
+    (h, w), (ph, pw) = x_shape[2:], padding
+    r0, r1, c0, c1 = max(0, -ph), min(h, rows - ph), max(0, -pw), min(w, cols - pw)
+    return (slice(None), slice(None), slice(r0, max(r0, r1)), slice(c0, max(c0, c1))), \
+        (slice(None), slice(None), slice(r0 + ph, max(r0, r1) + ph), slice(c0 + pw, max(c0, c1) + pw))
+
+
 def _input_tiles(x, padding, m, out_hw):
     """``d[n, c, t, u] = x_pad[n, c, t m : t m + α, u m : u m + α]`` (N, C, TH, TW, α, α): ``x`` placed
     at offset ``padding`` (negative: cropped) in a zero array just large enough for every tile."""
-    n, c, h, w = x.shape
-    (ph, pw), (th, tw) = padding, tile_grid(*out_hw, m)
-    rows, cols = th * m + 2, tw * m + 2
-    x_pad = np.zeros((n, c, rows, cols), dtype=x.dtype)
-    r0, r1, c0, c1 = max(0, -ph), min(h, rows - ph), max(0, -pw), min(w, cols - pw)
-    if r1 > r0 and c1 > c0:
-        x_pad[:, :, r0 + ph:r1 + ph, c0 + pw:c1 + pw] = x[:, :, r0:r1, c0:c1]
+    th, tw = tile_grid(*out_hw, m)
+    x_pad = np.zeros(x.shape[:2] + (th * m + 2, tw * m + 2), dtype=x.dtype)
+    inside, placed = _placement(x.shape, padding, th * m + 2, tw * m + 2)
+    x_pad[placed] = x[inside]
     return sliding_window_view(x_pad, (m + 2, m + 2), axis=(2, 3))[:, :, ::m, ::m]
+
+
+def _input_tiles_adjoint(grad_d, x_shape, padding, m):
+    """The adjoint of :func:`_input_tiles`: every tile's ``∂L/∂d`` added back onto the pixels it was cut
+    from (overlapping tiles add up), the padding cut away: ``∂L/∂x`` of shape ``x_shape``."""
+    th, tw, alpha = grad_d.shape[2], grad_d.shape[3], m + 2
+    grad_pad = np.zeros(tuple(x_shape[:2]) + (th * m + 2, tw * m + 2), dtype=grad_d.dtype)
+    for a in range(alpha):
+        for b in range(alpha):
+            grad_pad[:, :, a:a + th * m:m, b:b + tw * m:m] += grad_d[..., a, b]
+    grad_x = np.zeros(x_shape, dtype=grad_d.dtype)
+    inside, placed = _placement(x_shape, padding, th * m + 2, tw * m + 2)
+    grad_x[inside] = grad_pad[placed]
+    return grad_x
 
 
 def _cast(matrix, dtype):
@@ -137,35 +157,28 @@ def conv2d_forward(x, weight, bias, padding, m=4):
     return np.ascontiguousarray(y)
 
 
-def flipped_filters(weight):
-    """``w'[c, f, p, q] = w[f, c, 2-p, 2-q]``: the filters of the input gradient."""
-    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-
-
-def input_gradient_padding(padding):
-    """Padding of the convolution that gives ``∂L/∂x`` from ``∂L/∂y``: ``2 - P`` (negative: crop)."""
-    return (2 - padding[0], 2 - padding[1])
-
-
 def conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, need_weight_grad=True, m=4):
-    """Gradients of :func:`conv2d_forward` (see the module docstring): ``(grad_x, grad_weight)``, each
-    ``None`` when not asked for.
+    """Gradients of :func:`conv2d_forward`, its steps taken backwards (each one's transpose): ``(grad_x,
+    grad_weight)``, each ``None`` when not asked for.
 
-    ``∂L/∂x = winograd(∂L/∂y, w', padding 2 - P)``; ``∂L/∂U[a,b] = Σ_{n,t,u} (A ∂L/∂Y A^T)[a,b] ⊙ V[a,b]``
-    (α² GEMMs over tiles), ``∂L/∂w = G^T ∂L/∂U G``."""
+    ``∂L/∂M = A ∂L/∂Y A^T`` per output tile (``∂L/∂y`` cut into the forward's tiles, zeros past the output);
+    ``∂L/∂U[a,b] = Σ_{n,t,u} ∂L/∂M[a,b] V[a,b]^T`` (α² GEMMs over tiles), ``∂L/∂w = G^T ∂L/∂U G``;
+    ``∂L/∂V[a,b] = U[a,b]^T ∂L/∂M[a,b]`` (α² GEMMs over filters), ``∂L/∂d = B ∂L/∂V B^T`` per input tile,
+    added back onto the input pixels each tile was cut from."""
+    bt, _, at = (_cast(mat, x.dtype) for mat in matrices(m))
+    alpha, out_hw = m + 2, grad_y.shape[2:]
+    th, tw = tile_grid(*out_hw, m)
+    g = np.zeros(grad_y.shape[:2] + (th * m, tw * m), dtype=grad_y.dtype)
+    g[:, :, :out_hw[0], :out_hw[1]] = grad_y
+    g = g.reshape(*grad_y.shape[:2], th, m, tw, m).transpose(0, 1, 2, 4, 3, 5)  # (N, F, TH, TW, m, m)
+    grad_m = at.T @ g @ at  # (N, F, TH, TW, α, α)
     grad_x = grad_weight = None
     if need_input_grad:
-        grad_x = conv2d_forward(grad_y, flipped_filters(weight), None, input_gradient_padding(padding), m)
+        u = transform_filters(weight, m).reshape(alpha, alpha, *weight.shape[:2])
+        grad_v = np.einsum("abfc,nftuab->nctuab", u, grad_m, optimize=True)
+        grad_x = _input_tiles_adjoint(bt.T @ grad_v @ bt, x.shape, padding, m)
     if need_weight_grad:
-        bt, _, at = (_cast(mat, x.dtype) for mat in matrices(m))
-        out_hw = grad_y.shape[2:]
         v = bt @ _input_tiles(x, padding, m, out_hw) @ bt.T  # (N, C, TH, TW, α, α)
-        # ∂L/∂y cut into the same m×m tiles (zeros past the output), then ∂L/∂M = A ∂L/∂Y A^T
-        th, tw = tile_grid(*out_hw, m)
-        g = np.zeros(grad_y.shape[:2] + (th * m, tw * m), dtype=grad_y.dtype)
-        g[:, :, :out_hw[0], :out_hw[1]] = grad_y
-        g = g.reshape(*grad_y.shape[:2], th, m, tw, m).transpose(0, 1, 2, 4, 3, 5)
-        grad_m = at.T @ g @ at  # (N, F, TH, TW, α, α)
         grad_u = np.einsum("nftuab,nctuab->abfc", grad_m, v, optimize=True)
         grad_weight = filter_gradient(grad_u.reshape(-1, *weight.shape[:2]), m)
     return grad_x, grad_weight
