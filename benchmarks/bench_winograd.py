@@ -4,7 +4,7 @@ and PyTorch (optional), on the shapes of the performance issue; and their float3
 Run from the repository root::
 
     python benchmarks/bench_winograd.py                 # speed table, 2 threads (a few minutes)
-    python benchmarks/bench_winograd.py --errors        # float32 errors on the seed's conv2 only
+    python benchmarks/bench_winograd.py --seed-conv2    # the seed's conv2 only: both backends, float32 errors
     python benchmarks/bench_winograd.py --threads 1 --rounds 5
 
 Timing: every implementation of a row is warmed up, then they are interleaved round-robin in this one
@@ -12,7 +12,8 @@ process (one sample of each per round), a sample repeating the call for about 20
 median. ``fwd+bwd`` is the forward plus the backward a training step needs (the input gradient only
 when the layer is not a network's first). GFLOP/s counts the direct method's 2·N·F·C·KH·KW·OH·OW per
 forward (twice that, or three times with the input gradient, for fwd+bwd), whichever algorithm ran.
-Errors: max|y₃₂ - y₆₄| / max|y₆₄| against the float64 direct reference, for y and both gradients.
+First, the seed's conv2 with both backends and the float32 errors, max|y₃₂ - y₆₄| / max|y₆₄| against
+the float64 direct reference, for y and both gradients.
 Nothing here asserts a speed: the machine is shared and noisy.
 """
 import argparse
@@ -111,8 +112,9 @@ def speed_table(args, torch):
             print(f"{name:32s} {which:8s} auto={auto:13s} " + " | ".join(cells), flush=True)
 
 
-def error_table():
-    """float32 errors of each algorithm against the float64 direct reference, on the seed's conv2."""
+def seed_conv2_table(args):
+    """Each algorithm on the seed's conv2 (N=64) with each backend: forward time (median, interleaved),
+    and the float32 errors of y and both gradients against the float64 direct reference."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 32, 26, 26))
     w = rng.uniform(-1, 1, (64, 32, 3, 3)) / np.sqrt(32 * 9)  # the layer's default (Kaiming uniform) scale
@@ -120,24 +122,30 @@ def error_table():
     y64 = reference.conv2d_forward(x, w, None, (1, 1), (0, 0))
     gx64, gw64 = reference.conv2d_backward(x, w, g, (1, 1), (0, 0))
     x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
-    print("float32 error, max|err| / max|float64 direct| (seed conv2, N=64, standard-normal input)")
-    for algorithm in ALGORITHMS:
-        y = ops.conv2d(x32, w32, None, 1, 0, algorithm=algorithm)
-        gx, gw = ops.conv2d_backward(x32, w32, g32, 1, 0, algorithm=algorithm)
-        errors = [np.abs(a - e).max() / np.abs(e).max() for a, e in ((y, y64), (gx, gx64), (gw, gw64))]
-        print(f"  {algorithm:13s} y {errors[0]:.1e}   ∂L/∂x {errors[1]:.1e}   ∂L/∂w {errors[2]:.1e}")
+    print(f"seed conv2, N=64, float32, {args.threads} thread(s): forward ms (GFLOP/s); error max|err| / max|float64 direct|")
+    gflop = 2 * 64 * 64 * 32 * 9 * 24 * 24 / 1e9
+    for backend in ("numpy", "cython"):
+        with nnscratch.use_backend(backend):
+            fns = {a: (lambda a=a: ops.conv2d(x32, w32, None, 1, 0, algorithm=a)) for a in ALGORITHMS}
+            times = interleaved(fns, 3 if backend == "numpy" else args.rounds)
+            for algorithm in ALGORITHMS:
+                y = ops.conv2d(x32, w32, None, 1, 0, algorithm=algorithm)
+                gx, gw = ops.conv2d_backward(x32, w32, g32, 1, 0, algorithm=algorithm)
+                errors = [np.abs(a - e).max() / np.abs(e).max() for a, e in ((y, y64), (gx, gx64), (gw, gw64))]
+                print(f"  {backend:6s} {algorithm:13s} {times[algorithm] * 1e3:7.2f} ms ({gflop / times[algorithm]:4.0f})"
+                      f"   y {errors[0]:.1e}   ∂L/∂x {errors[1]:.1e}   ∂L/∂w {errors[2]:.1e}", flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--errors", action="store_true", help="only the float32 errors")
+    parser.add_argument("--seed-conv2", action="store_true", help="only the seed's conv2: every backend, with errors")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
     nnscratch.set_num_threads(args.threads)
-    error_table()
-    if args.errors:
+    seed_conv2_table(args)
+    if args.seed_conv2:
         return
     torch = None
     if not args.no_torch:

@@ -354,7 +354,7 @@ def _winograd_geometry(n, c, f, oh, ow, m):
     block = winograd_block(m, c, f)
     blocks = -(-tiles // block)
     alpha2 = (m + 2) ** 2
-    _check_blas_sizes(f, c, block, alpha2 * max(c, f) * block)
+    _check_blas_sizes(f, c, block)
     return block, blocks, _threads_for(blocks, <double> tiles * alpha2 * c * f)
 
 

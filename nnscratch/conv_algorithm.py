@@ -2,7 +2,7 @@
 
 * ``"direct"``: :func:`nnscratch.reference.conv2d_forward` (compiled: im2col + one GEMM per image);
 * ``"winograd"``: F(4×4, 3×3), :mod:`nnscratch.reference_winograd` (4× fewer multiplications,
-  a float32 error about 10× the direct method's);
+  a float32 error 5-30× the direct method's);
 * ``"winograd_2x2"``: F(2×2, 3×3) (2.25× fewer multiplications, the direct method's error);
 * ``"auto"`` (the default): the rule of :func:`choose`, from the shapes alone (no timing), so that
   a given layer and input always run the same arithmetic.
@@ -23,9 +23,10 @@ TILE_SIZE = {"winograd": 4, "winograd_2x2": 2}  # m of F(m×m, 3×3)
 # "auto" picks Winograd F(4×4, 3×3) for a 3×3 stride-1 convolution with at least AUTO_MIN_CHANNELS
 # input channels and AUTO_MIN_TILES output tiles of 4×4 pixels in the batch: with fewer channels the
 # transforms (per input and output channel) outweigh the saved products, with fewer tiles its small
-# products and fixed costs do. Measured with benchmarks/bench_winograd.py (docs/fast_convolution.md):
-# the seed's conv1 (1 channel) runs 2-4× slower with Winograd, 8→16 channels 1.2× slower, 16→16
-# 1.6× faster; the seed's conv2 on one image (36 tiles) 1.3× slower, on 64 (2304 tiles) 1.8× faster.
+# products and fixed costs do. Measured with benchmarks/bench_winograd.py (docs/fast_convolution.md,
+# one thread, forward): the seed's conv1 (1 channel) runs 3.6× slower with Winograd, 8→16 channels
+# 1.1× slower, 16→16 1.5× faster; the seed's conv2 on one image (36 tiles) 1.5× slower, on 64 images
+# (2304 tiles) 1.85× faster.
 AUTO_MIN_CHANNELS = 16
 AUTO_MIN_TILES = 128
 
