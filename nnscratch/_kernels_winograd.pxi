@@ -349,29 +349,28 @@ def winograd_block(m, c, f):
     return int(max(16, min(WINOGRAD_MAX_BLOCK, WINOGRAD_BLOCK_ELEMENTS // ((m + 2) ** 2 * (c + f)))))
 
 
-def _winograd_geometry(n, c, f, oh, ow, m):
-    tiles = n * -(-oh // m) * -(-ow // m)
-    block = winograd_block(m, c, f)
-    blocks = -(-tiles // block)
-    alpha2 = (m + 2) ** 2
+def _winograd_plan(n, c, f, oh, ow, m, dtype, parts=0):
+    """``(block, threads, buffers)``: tiles per block (at most the batch's tiles), the threads for the
+    blocks (forward) or for ``parts`` parts (backward), and each thread's buffers ``V`` (α² C block),
+    ``M`` (α² F block) and the transforms' scratch (2 α² block)."""
+    tiles, alpha2 = n * -(-oh // m) * -(-ow // m), (m + 2) ** 2
+    block = min(winograd_block(m, c, f), tiles)
     _check_blas_sizes(f, c, block)
-    return block, blocks, _threads_for(blocks, <double> tiles * alpha2 * c * f)
+    nt = _threads_for(parts or -(-tiles // block), <double> tiles * alpha2 * c * f)
+    return block, nt, [np.empty((nt, size * block), dtype) for size in (alpha2 * c, alpha2 * f, 2 * alpha2)]
 
 
 def winograd_conv2d_forward(x, weight, bias, padding, m=4):
     """Compiled :func:`nnscratch.reference_winograd.conv2d_forward`, F(m×m, 3×3), stride 1."""
     n, c, h, w = x.shape
     f = weight.shape[0]
-    oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
-    y = np.empty((n, f, oh, ow), dtype=x.dtype)
+    y = np.empty((n, f, h + 2 * padding[0] - 2, w + 2 * padding[1] - 2), dtype=x.dtype)
     if y.size == 0:
         return y
-    block, blocks, nt = _winograd_geometry(n, c, f, oh, ow, m)
-    alpha2 = (m + 2) ** 2
+    block, _, (v, mm, work) = _winograd_plan(n, c, f, y.shape[2], y.shape[3], m, x.dtype)
     has_bias = bias is not None
     _winograd_forward(x, transform_filters(weight, m), bias if has_bias else np.zeros(f, x.dtype), has_bias, y,
-                      np.empty((nt, alpha2 * c * block), x.dtype), np.empty((nt, alpha2 * f * block), x.dtype),
-                      np.empty((nt, 2 * alpha2 * block), x.dtype), m, padding[0], padding[1], block)
+                      v, mm, work, m, padding[0], padding[1], block)
     return y
 
 
@@ -380,16 +379,13 @@ def winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, n
     tiles, which transforms each block's ``∂L/∂y`` once for the two."""
     n, c = x.shape[:2]
     f, oh, ow = grad_y.shape[1:]
-    alpha2, parts_count = (m + 2) ** 2, max(1, min(n, WINOGRAD_BACKWARD_PARTS))
+    parts_count = max(1, min(n, WINOGRAD_BACKWARD_PARTS))
     grad_x = np.zeros_like(x) if need_input_grad else None
-    parts = np.zeros((parts_count, alpha2, f, c), dtype=x.dtype) if need_weight_grad else None
+    parts = np.zeros((parts_count, (m + 2) ** 2, f, c), dtype=x.dtype) if need_weight_grad else None
     if (need_input_grad or need_weight_grad) and x.size and grad_y.size:
-        block, _, _ = _winograd_geometry(n, c, f, oh, ow, m)
-        nt = _threads_for(parts_count, <double> n * -(-oh // m) * -(-ow // m) * alpha2 * c * f)
+        block, _, (v, gm, work) = _winograd_plan(n, c, f, oh, ow, m, x.dtype, parts_count)
         _winograd_backward(x, transform_filters(weight, m), grad_y,
                            grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
                            parts if need_weight_grad else np.empty((parts_count, 1, 1, 1), x.dtype),
-                           np.empty((nt, alpha2 * c * block), x.dtype), np.empty((nt, alpha2 * f * block), x.dtype),
-                           np.empty((nt, 2 * alpha2 * block), x.dtype), m, padding[0], padding[1], block,
-                           need_input_grad, need_weight_grad)
+                           v, gm, work, m, padding[0], padding[1], block, need_input_grad, need_weight_grad)
     return grad_x, filter_gradient(parts.sum(axis=0), m) if need_weight_grad else None
