@@ -140,6 +140,10 @@ cdef void _gather_tiles(const floating* planes, Py_ssize_t plane_stride, Py_ssiz
                 for a in range(6):
                     for b in range(6):
                         d[(a * 6 + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+            elif size == 4:
+                for a in range(4):
+                    for b in range(4):
+                        d[(a * 4 + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
             else:
                 for a in range(size):
                     for b in range(size):
@@ -185,6 +189,11 @@ cdef void _scatter_add_tiles(const floating* d, floating* planes, Py_ssize_t pla
             for a in range(6):
                 for b in range(6):
                     plane[(r0 + a) * W + c0 + b] += d[(a * 6 + b) * nb + k]
+            continue
+        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W and size == 4:
+            for a in range(4):
+                for b in range(4):
+                    plane[(r0 + a) * W + c0 + b] += d[(a * 4 + b) * nb + k]
             continue
         for a in range(size):
             r = r0 + a
