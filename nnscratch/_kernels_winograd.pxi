@@ -349,7 +349,7 @@ def _winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1]
 # different images share no input pixel, so the parts add into ∂L/∂x without locks, and each sums its
 # own ∂L/∂U (α²/9 = 4× as many numbers as the weights, hence fewer parts than WEIGHT_GRAD_BLOCKS).
 WINOGRAD_BACKWARD_PARTS = 4
-WINOGRAD_BLOCK_ELEMENTS = 1 << 18  # transformed input + product of one block of tiles: about 1 MiB in float32
+WINOGRAD_BLOCK_ELEMENTS = 1 << 19  # transformed input + products of a block of tiles: 2 MiB in float32, a core's L2 here
 
 
 def winograd_block(m, c, f):
