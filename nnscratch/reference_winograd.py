@@ -17,9 +17,10 @@ larger error than the direct sum (measured in ``docs/fast_convolution.md``, boun
 ``tests/test_winograd.py``).
 
 The output is cut into ``⌈OH/m⌉ × ⌈OW/m⌉`` tiles; the last row and column of tiles may reach
-past the output (the input is zero-padded far enough) and are cropped. Gradients:
+past the output (the input is zero-padded far enough) and are cropped.
 
-the forward's steps taken backwards, each one's transpose (the adjoint): ``∂L/∂M = A ∂L/∂Y A^T``, then
+The gradients take the forward's steps backwards, each one's transpose (the adjoint):
+``∂L/∂M = A ∂L/∂Y A^T`` per output tile, then
 
 * ``∂L/∂w``: ``∂L/∂U[f,c] = Σ_{n,tiles} ∂L/∂M_f ⊙ (B^T d_c B)`` and ``∂L/∂g = G^T (∂L/∂U) G``;
 * ``∂L/∂x``: ``∂L/∂V_c = Σ_f U_{f,c} ⊙ ∂L/∂M_f``, ``∂L/∂d_c = B ∂L/∂V_c B^T``, each tile's share added
