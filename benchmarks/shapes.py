@@ -18,6 +18,7 @@ import inspect
 import numpy as np
 
 import harness
+from nnscratch import reference
 
 # key, label, batch, in channels, out channels, input size, kernel, stride, padding
 SHAPES = [
@@ -55,7 +56,7 @@ def describe(key, quick):
     """The figures of one shape that do not depend on timing."""
     _, label, batch, c, f, size, k, stride, pad = next(s for s in SHAPES if s[0] == key)
     n = quick_batch(batch) if quick else batch
-    out = (size + 2 * pad - k) // stride + 1
+    out = reference.output_size(size, k, stride, pad)
     flops = conv_flops(n, f, c, k, k, out, out)
     return {"label": label, "batch": n, "in_channels": c, "out_channels": f, "input_hw": [size, size],
             "kernel": [k, k], "stride": stride, "padding": pad, "output_hw": [out, out],

@@ -12,6 +12,7 @@ PyTorch code maps onto nnscratch line by line::
     optimizer.zero_grad(); net.backward(criterion.backward()); optimizer.step()
 """
 from .backends import backend, get_num_threads, set_backend, set_num_threads, use_backend
+from .backends.conv_algorithm import get_conv_algorithm, set_conv_algorithm, use_conv_algorithm
 from .gradient_check import GradcheckError, gradcheck
 from .nn import (
     AvgPool2d, Conv2d, CrossEntropyLoss, Dense, Dropout, Flatten, Linear, LogSoftmax, MaxPool2d, Module, MSELoss,
@@ -22,8 +23,8 @@ from .rng import manual_seed
 from .training import History, TrainingDivergedError, evaluate, fit, predict, predict_proba
 # the subpackages and modules users reach as nnscratch.X (nnscratch.plot is imported on demand: matplotlib)
 from . import backends, data, io, malloc, models, nn, ops, optim, training, transfer
-from .backends import reference  # every formula, as nnscratch.backends.reference (its home: nnscratch/backends/reference.py)
-from .io import safetensors as serialization  # weight-file reading and writing, as nnscratch.io.safetensors
+from .backends import reference  # every formula, as nnscratch.reference (its home: nnscratch/backends/reference.py)
+from .io import safetensors as serialization  # weight-file reading and writing, as nnscratch.serialization
 
 
 
@@ -39,11 +40,10 @@ def _installed_version():
 __version__ = _installed_version()
 
 __all__ = [
-    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GradcheckError", "Linear",
-    "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "SGD", "Sequential",
-    "Softmax", "backend", "data", "enable_grad", "get_num_threads", "gradcheck", "inference", "malloc",
-    "manual_seed", "models", "no_grad", "ops", "backends", "io", "nn", "optim",
-    "reference", "set_backend", "set_num_threads", "use_backend",
-    "History", "TrainingDivergedError", "evaluate", "fit", "predict", "predict_proba", "serialization", "training",
-    "transfer",
+    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GradcheckError", "History", "Linear",
+    "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "NLLLoss", "Parameter", "ReLU", "SGD", "Sequential", "Softmax",
+    "TrainingDivergedError", "backend", "backends", "data", "enable_grad", "evaluate", "fit", "get_conv_algorithm",
+    "get_num_threads", "gradcheck", "inference", "io", "malloc", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
+    "predict", "predict_proba", "reference", "serialization", "set_backend", "set_conv_algorithm", "set_num_threads",
+    "training", "transfer", "use_backend", "use_conv_algorithm",
 ]

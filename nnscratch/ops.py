@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from . import backends
-from .backends import reference
+from .backends import conv_algorithm, reference
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -198,19 +198,29 @@ def _check_conv(x, weight, bias, stride, padding, where):
     return x, weight, bias, stride, padding, out_hw
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, where="conv2d"):
-    """2-D convolution of an NCHW batch: see :func:`nnscratch.backends.reference.conv2d_forward`."""
+def conv2d(x, weight, bias=None, stride=1, padding=0, where="conv2d", algorithm="auto"):
+    """2-D convolution of an NCHW batch: see :func:`nnscratch.backends.reference.conv2d_forward`, computed by
+    ``algorithm`` (:mod:`nnscratch.backends.conv_algorithm`: ``"auto"``, ``"direct"``, ``"winograd"``, ``"winograd_2x2"``)."""
     x, weight, bias, stride, padding, _ = _check_conv(x, weight, bias, stride, padding, where)
+    algorithm = conv_algorithm.choose(algorithm, x.shape, weight.shape, stride, padding, where)
     with backends.kernel_blas():
-        return backends.kernels().conv2d_forward(x, weight, bias, stride, padding)
+        if algorithm == "direct":
+            return backends.kernels().conv2d_forward(x, weight, bias, stride, padding)
+        return backends.kernels().winograd_conv2d_forward(x, weight, bias, padding, conv_algorithm.TILE_SIZE[algorithm])
 
 
-def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True, need_weight_grad=True, where="conv2d"):
-    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.backends.reference.conv2d_backward`."""
+def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True, need_weight_grad=True, where="conv2d",
+                    algorithm="auto"):
+    """``(grad_x, grad_weight)``, each ``None`` when not needed: see :func:`nnscratch.backends.reference.conv2d_backward`
+    (``algorithm`` as for :func:`conv2d`)."""
     x, weight, _, stride, padding, out_hw = _check_conv(x, weight, None, stride, padding, where)
     grad_y = check_grad_output(grad_y, (x.shape[0], weight.shape[0]) + out_hw, where, x.dtype)
+    algorithm = conv_algorithm.choose(algorithm, x.shape, weight.shape, stride, padding, where)
     with backends.kernel_blas():
-        return backends.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
+        if algorithm == "direct":
+            return backends.kernels().conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad, need_weight_grad)
+        return backends.kernels().winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad, need_weight_grad,
+                                                          conv_algorithm.TILE_SIZE[algorithm])
 
 
 def conv2d_bias_backward(grad_y, where="conv2d"):

@@ -21,6 +21,7 @@ from nnscratch.nn import LAYER_CLASSES, register_layer
 LAYERS = [
     (nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0), bias=False, dtype=np.float64), (2, 3, 9, 8)),
     (nn.Conv2d(1, 4, 5), (1, 1, 12, 12)),
+    (nn.Conv2d(2, 3, 3, padding=1, algorithm="winograd_2x2"), (2, 2, 6, 7)),
     (nn.Dense(7, 3, dtype=np.float64), (4, 7)),
     (nn.Dense(7, 3, bias=False), (4, 7)),
     (nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 9, 10)),
@@ -134,7 +135,7 @@ def test_layers_check_the_arguments_a_weight_file_could_give_them(make, error, m
 def test_numpy_arguments_are_accepted():
     layer = nn.Conv2d(np.int64(1), np.int32(2), np.int64(3), bias=np.bool_(False), dtype=np.dtype("float64"))
     assert layer.constructor_args() == {"in_channels": 1, "out_channels": 2, "kernel_size": (3, 3), "stride": (1, 1),
-                                        "padding": (0, 0), "bias": False, "dtype": np.float64}
+                                        "padding": (0, 0), "bias": False, "dtype": np.float64, "algorithm": "auto"}
     assert nn.Flatten(np.int64(2)).start_dim == 2 and type(nn.Flatten(np.int64(2)).start_dim) is int
 
 

@@ -193,6 +193,14 @@ def test_fine_tune_two_phases():
 # ---------------------------------------------------------------------------
 
 
+def test_summary_shows_the_algorithm_each_convolution_runs():
+    net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.Conv2d(16, 16, 3), nn.Conv2d(16, 8, 3, algorithm="direct"))
+    rows = [line.split() for line in transfer.summary(net, input_shape=(64, 1, 28, 28)).splitlines()[2:5]]
+    assert [row[-1] for row in rows] == ["direct", "winograd", "direct"]  # 1 channel: direct; asked: direct
+    rows = [line.split() for line in transfer.summary(net, input_shape=(1, 1, 28, 28)).splitlines()[2:5]]
+    assert [row[-1] for row in rows] == ["direct", "direct", "direct"]  # one image: too few tiles
+
+
 def test_summary_rows_and_warnings():
     net = transfer_net()
     transfer.freeze(net, "conv1")
@@ -205,9 +213,10 @@ def test_summary_rows_and_warnings():
     assert "frozen" in rows["conv1"] and "yes" in rows["conv1"] and "0.01" in rows["conv1"]
     assert "trainable" in rows["fc1"] and "yes" in rows["fc1"]
     assert "no" in rows["fc2"] and "(1, 3)" in text
-    assert rows["relu1"][-4:-1] == ["-", "-", "-"]
-    shares = [float(r[-1].rstrip("%")) for r in rows.values()]
-    assert abs(sum(shares) - 100) < 1 and max(shares) == float(rows["conv2"][-1].rstrip("%"))
+    assert rows["relu1"][-5:-2] == ["-", "-", "-"] and rows["relu1"][-1] == "-"  # no parameters, one algorithm
+    assert rows["conv1"][-1] == rows["conv2"][-1] == "direct"  # 4 channels, one image: too small for Winograd
+    shares = [float(r[-2].rstrip("%")) for r in rows.values()]
+    assert abs(sum(shares) - 100) < 1 and max(shares) == float(rows["conv2"][-2].rstrip("%"))
     assert "9,431 trainable, 40 frozen" in text
     warning = [line for line in text.splitlines() if "NOT in the optimizer" in line]
     assert len(warning) == 1 and "fc2.weight, fc2.bias" in warning[0]

@@ -61,7 +61,7 @@ def test_header_records_format_version_architecture_and_input_shape(tmp_path):
     assert [layer["name"] for layer in header["architecture"]] == net.names()
     assert arch["conv1"] == {"name": "conv1", "class": "Conv2d", "args": {
         "in_channels": 1, "out_channels": 4, "kernel_size": [3, 3], "stride": [1, 1], "padding": [0, 0],
-        "bias": True, "dtype": "float32"}}
+        "bias": True, "dtype": "float32", "algorithm": "auto"}}
     assert arch["fc1"]["args"] == {"in_features": 576, "out_features": 16, "bias": True, "dtype": "float32"}
     assert arch["pool"] == {"name": "pool", "class": "MaxPool2d",
                             "args": {"kernel_size": [2, 2], "stride": [2, 2], "padding": [0, 0]}}

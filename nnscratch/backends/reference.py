@@ -23,6 +23,9 @@ from .reference_losses import (  # noqa: F401  (re-exported: every formula is re
     cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward, mse_backward,
     mse_forward, nll_backward, nll_forward, softmax_backward, softmax_forward,
 )
+from .reference_winograd import (  # noqa: F401  (re-exported: the backend contract names them so)
+    conv2d_backward as winograd_conv2d_backward, conv2d_forward as winograd_conv2d_forward,
+)
 
 
 def output_size(size, kernel, stride, padding):

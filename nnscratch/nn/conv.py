@@ -5,6 +5,7 @@ import numpy as np
 
 from . import init
 from .. import ops
+from ..backends import conv_algorithm
 from ..checks import check_bool, check_float_dtype, check_size
 from .module import Module, Parameter
 from .registry import register_layer
@@ -27,6 +28,9 @@ class Conv2d(Module):
         Zero padding of ``padding`` pixels on each side.
     bias : bool
     dtype : float32 (default) or float64
+    algorithm : ``"auto"`` (default), ``"direct"``, ``"winograd"`` or ``"winograd_2x2"``: how the
+        convolution is computed (:mod:`nnscratch.backends.conv_algorithm`); :meth:`algorithm_for` tells
+        which one runs for an input shape. The Winograd variants take 3×3 kernels with stride 1 only.
     generator : numpy Generator for the initialization (default: :func:`nnscratch.rng.default_generator`)
 
     Shapes: ``x`` (N, in_channels, H, W) -> ``y`` (N, out_channels, OH, OW) with
@@ -34,7 +38,7 @@ class Conv2d(Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 dtype=np.float32, generator=None):
+                 dtype=np.float32, generator=None, algorithm="auto"):
         super().__init__()
         where = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size})"
         shapes = self.parameter_shapes(in_channels, out_channels, kernel_size, bias=bias)
@@ -42,6 +46,8 @@ class Conv2d(Module):
         self.kernel_size = tuple(kernel)
         self.stride = ops.pair(stride, "stride", where, 1)
         self.padding = ops.pair(padding, "padding", where, 0)
+        self.algorithm = conv_algorithm.check_algorithm(algorithm, where)
+        conv_algorithm.check_supported(algorithm, self.kernel_size, self.stride, where)
         dtype = check_float_dtype(dtype, where)
         self.weight = Parameter(init.kaiming_uniform(shapes["weight"], generator=generator, dtype=dtype))
         self.bias = Parameter(init.bias_uniform(self.out_channels, init.fan_in(shapes["weight"]), generator, dtype)) \
@@ -60,7 +66,7 @@ class Conv2d(Module):
     def constructor_args(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
                 "stride": self.stride, "padding": self.padding, "bias": self.bias is not None,
-                "dtype": self.weight.dtype}
+                "dtype": self.weight.dtype, "algorithm": self.algorithm}
 
     def output_shape(self, input_shape):
         """``(N, out_channels, OH, OW)`` with ``OH = (H + 2 P_h - K_h) // S_h + 1``
@@ -82,12 +88,21 @@ class Conv2d(Module):
             text += f", stride={self.stride}"
         if self.padding != (0, 0):
             text += f", padding={self.padding}"
-        return text + ("" if self.bias is not None else ", bias=False")
+        text += "" if self.bias is not None else ", bias=False"
+        return text + ("" if self.algorithm == "auto" else f", algorithm={self.algorithm!r}")
+
+    def algorithm_for(self, input_shape):
+        """The algorithm a forward on an ``input_shape`` (N, C, H, W) batch runs: ``"direct"``,
+        ``"winograd"`` or ``"winograd_2x2"`` (see :func:`nnscratch.backends.conv_algorithm.choose`)."""
+        weight_shape = (self.out_channels, self.in_channels) + self.kernel_size
+        return conv_algorithm.choose(self.algorithm, tuple(input_shape), weight_shape, self.stride, self.padding,
+                                     self._where())
 
     def forward(self, x):
         bias = None if self.bias is None else self.bias.data
-        y = ops.conv2d(x, self.weight.data, bias, self.stride, self.padding, where=self._where())
-        self._save_for_backward(_input=x)
+        algorithm = self.algorithm_for(np.shape(x))
+        y = ops.conv2d(x, self.weight.data, bias, self.stride, self.padding, where=self._where(), algorithm=algorithm)
+        self._save_for_backward(_input=x, _algorithm=algorithm)  # the backward runs the forward's algorithm
         return y
 
     def backward(self, grad_output, need_input_grad=True):
@@ -98,6 +113,7 @@ class Conv2d(Module):
         grad_x, grad_weight = ops.conv2d_backward(
             x, self.weight.data, grad_output, self.stride, self.padding,
             need_input_grad=need_input_grad, need_weight_grad=self.weight.requires_grad, where=self._where(),
+            algorithm=self._saved("_algorithm"),
         )
         if grad_weight is not None:
             self.weight.accumulate_grad(grad_weight, copy=False)

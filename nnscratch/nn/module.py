@@ -322,6 +322,11 @@ class Module:
         multiply-add counts 2), as :func:`nnscratch.transfer.summary` shows them. ``None`` (this default): unknown."""
         return None
 
+    def algorithm_for(self, input_shape):
+        """The name of the algorithm a forward on `input_shape` runs, for a layer that has several
+        (:meth:`Conv2d.algorithm_for <nnscratch.Conv2d.algorithm_for>`); ``None`` (this default): only one."""
+        return None
+
     # -- display -------------------------------------------------------------------------
     def extra_repr(self):
         return ""

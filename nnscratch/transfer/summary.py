@@ -20,19 +20,21 @@ def _leaves(model, prefix=""):
 
 def propagate(model, shape):
     """Run `shape` through the layers' own :meth:`~nnscratch.Module.output_shape` and
-    :meth:`~nnscratch.Module.flops`: ``[(name, layer, output shape or None, FLOPs or None)]`` and the first
-    error (``"layer 'conv1': ..."``, or None); rows after an error have no shape."""
+    :meth:`~nnscratch.Module.flops` (and :meth:`~nnscratch.Module.algorithm_for`): ``[(name, layer, output
+    shape or None, FLOPs or None, algorithm or None)]`` and the first error (``"layer 'conv1': ..."``, or
+    None); rows after an error have no shape."""
     rows, error = [], None
     for name, layer in _leaves(model):
-        out, flops = None, None
+        out, flops, algorithm = None, None, None
         if error is None:
             try:
                 out = layer.output_shape(shape)
                 flops = layer.flops(shape)
+                algorithm = layer.algorithm_for(shape)
                 shape = out
             except Exception as exc:  # any failure is reported in the summary's row
                 out, error = None, f"layer {name!r}: {exc}"
-        rows.append((name, layer, out, flops))
+        rows.append((name, layer, out, flops, algorithm))
     return rows, error
 
 
@@ -55,7 +57,8 @@ def summary(model, optimizer=None, input_shape=(1, 1, 28, 28)):
     One row per layer: name, class, output shape for `input_shape`, number of parameters,
     ``trainable`` / ``frozen`` / ``partly`` (some parameters frozen) / ``-`` (none), whether
     its parameters are in `optimizer` (``yes`` / ``no`` / ``partly`` / ``-``) and at which
-    learning rate, and its share of the forward FLOPs as the layer reports them
+    learning rate, the algorithm it runs for this input (a convolution: ``direct`` or ``winograd``,
+    :meth:`~nnscratch.Conv2d.algorithm_for`), and its share of the forward FLOPs as the layer reports them
     (:meth:`~nnscratch.Module.flops`: multiply-adds counted as 2 FLOPs; a convolution or dense
     layer's cost is exact, the others are element counts; dropout is free in eval mode;
     ``unknown`` for a layer that does not say, which the total leaves out and names). Then
@@ -83,12 +86,12 @@ def summary(model, optimizer=None, input_shape=(1, 1, 28, 28)):
     if input_shape is not None:
         rows, error = propagate(model, tuple(int(d) for d in input_shape))
     else:
-        rows, error = [(name, layer, None, None) for name, layer in _leaves(model)], None
-    total_flops = sum(flops for *_, flops in rows if flops is not None)
-    unknown = [name for name, _, out, flops in rows if out is not None and flops is None]
+        rows, error = [(name, layer, None, None, None) for name, layer in _leaves(model)], None
+    total_flops = sum(flops for _, _, _, flops, _ in rows if flops is not None)
+    unknown = [name for name, _, out, flops, _ in rows if out is not None and flops is None]
     in_opt, groups = _optimizer_groups(optimizer) if optimizer is not None else ({}, [])
-    table = [("layer", "class", "output shape", "params", "trainable", "in optimizer", "lr", "FLOPs")]
-    for name, layer, out, flops in rows:
+    table = [("layer", "class", "output shape", "params", "trainable", "in optimizer", "lr", "FLOPs", "algorithm")]
+    for name, layer, out, flops, algorithm in rows:
         params = list(layer.parameters())
         count = sum(p.size for p in params)
         flags = {p.requires_grad for p in params}
@@ -102,7 +105,7 @@ def summary(model, optimizer=None, input_shape=(1, 1, 28, 28)):
         share = "-" if out is None else "unknown" if flops is None else \
             f"{100.0 * flops / total_flops:.1f}%" if total_flops else "0.0%"
         table.append((name, type(layer).__name__, shape_text(out) if out is not None else "?", f"{count:,}",
-                      trainable, opt if optimizer is not None else "-", lr, share))
+                      trainable, opt if optimizer is not None else "-", lr, share, algorithm or "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     right = {3, 7}
     lines = ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)

@@ -1,0 +1,403 @@
+# Part of nnscratch/_kernels.pyx (textually included there, one extension module): Winograd convolution.
+# The shared pieces (_threads_for, _gemm, _check_blas_sizes, the imports) are defined there.
+#
+# Compiled twin of nnscratch/reference_winograd.py: F(m×m, 3×3), m = 2 or 4, α = m + 2, stride 1.
+# The output tiles of the whole batch are numbered g = (n·TH + t)·TW + u; each image's TH·TW tiles
+# are cut into blocks of at most ``block`` consecutive tiles, a size fixed by the shapes of one image
+# alone (``winograd_block``), so a block never spans two images and an image is computed the same way
+# whatever the batch around it: its output does not depend on the batch size or its place in the batch.
+# One thread takes a block at a time and keeps it in cache through three steps:
+#   1. input transform  V[ab, c, k] = (B^T d B)[a, b] of tile k of the block and channel c;
+#   2. α² GEMMs         M[ab] (F × block) = U[ab] (F × C) · V[ab] (C × block)   (``_gemm``);
+#   3. output transform y tile = A^T M A, cropped to the output, plus the bias.
+# The filter transform U = G w G^T (α², F, C) is the reference's own function (float64, then rounded).
+# The backward cuts the batch into parts of whole images (WINOGRAD_BACKWARD_PARTS), one thread each,
+# and per block computes ∂L/∂M = A ∂L/∂Y A^T once for both gradients; then
+#   ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into the part's partial sum (the caller sums
+#   the parts in a fixed order), and ∂L/∂V[ab] (C × block) = U[ab]ᵀ · ∂L/∂M[ab], whose adjoint input
+#   transform B ∂L/∂V B^T is added onto the part's own images of ∂L/∂x.
+#
+# The 1-D transforms are the matrices' rows written out, summed left to right as a dot product
+# does, with the zeros skipped (x·0 and x + 0 are not free in IEEE arithmetic, so the compiler may
+# not drop them; skipping them changes no value); the 2-D ones apply the 1-D ones to the columns,
+# then to the rows of the result: B^T d B = (B^T (B^T d)^T)^T.
+
+from nnscratch.backends.reference_winograd import filter_gradient, transform_filters
+
+
+cdef inline void _bt_1d(const floating* d, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + i·so] = Σ_j B^T[i, j] d[k + j·s]`` for k < nb: B^T applied to nb vectors at once (the
+    innermost loop runs over k, one loop per tile size, so the compiler vectorizes it)."""
+    cdef Py_ssize_t k
+    cdef floating d0, d1, d2, d3, d4, d5, two = 2, four = 4, five = 5  # typed: a bare 4 makes Cython compute in double
+    if m == 2:
+        for k in range(nb):
+            d0, d1, d2, d3 = d[k], d[k + s], d[k + 2 * s], d[k + 3 * s]
+            o[k] = d0 - d2
+            o[k + so] = d1 + d2
+            o[k + 2 * so] = d2 - d1
+            o[k + 3 * so] = d1 - d3
+        return
+    for k in range(nb):
+        d0, d1, d2, d3, d4, d5 = d[k], d[k + s], d[k + 2 * s], d[k + 3 * s], d[k + 4 * s], d[k + 5 * s]
+        o[k] = (four * d0 - five * d2) + d4
+        o[k + so] = ((-(four * d1) - four * d2) + d3) + d4
+        o[k + 2 * so] = ((four * d1 - four * d2) - d3) + d4
+        o[k + 3 * so] = ((-(two * d1) - d2) + two * d3) + d4
+        o[k + 4 * so] = ((two * d1 - d2) - two * d3) + d4
+        o[k + 5 * so] = (four * d1 - five * d3) + d5
+
+
+cdef inline void _at_1d(const floating* v, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + i·so] = Σ_j A^T[i, j] v[k + j·s]`` for k < nb (α values in, m out)."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, v3, v4, v5, two = 2, four = 4, eight = 8
+    if m == 2:
+        for k in range(nb):
+            v0, v1, v2, v3 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s]
+            o[k] = (v0 + v1) + v2
+            o[k + so] = (v1 - v2) - v3
+        return
+    for k in range(nb):
+        v0, v1, v2, v3, v4, v5 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s], v[k + 4 * s], v[k + 5 * s]
+        o[k] = (((v0 + v1) + v2) + v3) + v4
+        o[k + so] = ((v1 - v2) + two * v3) - two * v4
+        o[k + 2 * so] = ((v1 + v2) + four * v3) + four * v4
+        o[k + 3 * so] = (((v1 - v2) + eight * v3) - eight * v4) + v5
+
+
+cdef inline void _a_1d(const floating* y, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + i·so] = Σ_j A[i, j] y[k + j·s]`` for k < nb (the transpose of ``_at_1d``: m values in, α out)."""
+    cdef Py_ssize_t k
+    cdef floating y0, y1, y2, y3, two = 2, four = 4, eight = 8
+    if m == 2:
+        for k in range(nb):
+            y0, y1 = y[k], y[k + s]
+            o[k] = y0
+            o[k + so] = y0 + y1
+            o[k + 2 * so] = y0 - y1
+            o[k + 3 * so] = -y1
+        return
+    for k in range(nb):
+        y0, y1, y2, y3 = y[k], y[k + s], y[k + 2 * s], y[k + 3 * s]
+        o[k] = y0
+        o[k + so] = ((y0 + y1) + y2) + y3
+        o[k + 2 * so] = ((y0 - y1) + y2) - y3
+        o[k + 3 * so] = ((y0 + two * y1) + four * y2) + eight * y3
+        o[k + 4 * so] = ((y0 - two * y1) + four * y2) - eight * y3
+        o[k + 5 * so] = y3
+
+
+cdef inline void _b_1d(const floating* v, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
+    """``o[k + j·so] = Σ_i B^T[i, j] v[k + i·s]`` for k < nb: ``B`` (the transpose of ``_bt_1d``)."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, v3, v4, v5, two = 2, four = 4, five = 5
+    if m == 2:
+        for k in range(nb):
+            v0, v1, v2, v3 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s]
+            o[k] = v0
+            o[k + so] = (v1 - v2) + v3
+            o[k + 2 * so] = (v1 - v0) + v2
+            o[k + 3 * so] = -v3
+        return
+    for k in range(nb):
+        v0, v1, v2, v3, v4, v5 = v[k], v[k + s], v[k + 2 * s], v[k + 3 * s], v[k + 4 * s], v[k + 5 * s]
+        o[k] = four * v0
+        o[k + so] = (((four * v2 - four * v1) - two * v3) + two * v4) + four * v5
+        o[k + 2 * so] = (((-(five * v0) - four * v1) - four * v2) - v3) - v4
+        o[k + 3 * so] = (((v1 - v2) + two * v3) - two * v4) - five * v5
+        o[k + 4 * so] = (((v0 + v1) + v2) + v3) + v4
+        o[k + 5 * so] = v5
+
+
+cdef enum:
+    WINOGRAD_MAX_BLOCK = 512  # tiles per block at most (``winograd_block``)
+
+
+cdef void _tile_origins(Py_ssize_t g0, Py_ssize_t nb, int m, Py_ssize_t TH, Py_ssize_t TW,
+                        Py_ssize_t* image, Py_ssize_t* row, Py_ssize_t* col) noexcept nogil:
+    """Tile ``g0 + k`` covers the output pixels ``[row[k], row[k] + m) × [col[k], col[k] + m)`` of image ``image[k]``."""
+    cdef Py_ssize_t k, g
+    for k in range(nb):
+        g = g0 + k
+        image[k] = g // (TH * TW)
+        row[k] = ((g // TW) % TH) * m
+        col[k] = (g % TW) * m
+
+
+cdef void _gather_tiles(const floating* planes, Py_ssize_t plane_stride, Py_ssize_t H, Py_ssize_t W,
+                        const Py_ssize_t* image, const Py_ssize_t* row, const Py_ssize_t* col,
+                        Py_ssize_t shift_r, Py_ssize_t shift_c, int size, Py_ssize_t nb, floating* d) noexcept nogil:
+    """``d[a, b, k] = plane[row[k] + shift_r + a, col[k] + shift_c + b]`` (``size × size`` per tile k) of the
+    ``H × W`` plane ``planes + image[k]·plane_stride``, 0 outside it."""
+    cdef Py_ssize_t k, r0, c0, r, c
+    cdef int a, b
+    cdef const floating* plane
+    for k in range(nb):
+        plane = planes + image[k] * plane_stride
+        r0 = row[k] + shift_r
+        c0 = col[k] + shift_c
+        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W:
+            if size == 6:  # constant trip counts: the copy is unrolled
+                for a in range(6):
+                    for b in range(6):
+                        d[(a * 6 + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+            elif size == 4:
+                for a in range(4):
+                    for b in range(4):
+                        d[(a * 4 + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+            else:
+                for a in range(size):
+                    for b in range(size):
+                        d[(a * size + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+            continue
+        for a in range(size):
+            r = r0 + a
+            for b in range(size):
+                c = c0 + b
+                d[(a * size + b) * nb + k] = plane[r * W + c] if 0 <= r < H and 0 <= c < W else 0
+
+
+cdef void _input_transform(const floating* x, floating* v, floating* work, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                           int m, Py_ssize_t ph, Py_ssize_t pw, const Py_ssize_t* image, const Py_ssize_t* row,
+                           const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """``v[ab, c, k] = (B^T d B)[ab]``, ``d`` tile k of channel c: ``x[image[k], c, row[k] - ph + a, col[k] - pw + b]``.
+    Every step runs over the block's tiles k in its innermost loop (contiguous: the compiler vectorizes it)."""
+    cdef int alpha = m + 2, a, b
+    cdef Py_ssize_t k, c, cn = C * nb
+    cdef floating* d = work
+    cdef floating* tmp = work + alpha * alpha * nb
+    for c in range(C):
+        _gather_tiles(x + c * H * W, C * H * W, H, W, image, row, col, -ph, -pw, alpha, nb, d)
+        for b in range(alpha):  # columns: tmp = B^T d
+            _bt_1d(d + b * nb, alpha * nb, tmp + b * nb, alpha * nb, nb, m)
+        for a in range(alpha):  # rows: v = tmp B
+            _bt_1d(tmp + a * alpha * nb, nb, v + a * alpha * cn + c * nb, cn, nb, m)
+
+
+cdef void _scatter_add_tiles(const floating* d, floating* planes, Py_ssize_t plane_stride, Py_ssize_t H, Py_ssize_t W,
+                             const Py_ssize_t* image, const Py_ssize_t* row, const Py_ssize_t* col,
+                             Py_ssize_t shift_r, Py_ssize_t shift_c, int size, Py_ssize_t nb) noexcept nogil:
+    """The adjoint of ``_gather_tiles``: ``plane[row[k] + shift_r + a, col[k] + shift_c + b] += d[a, b, k]``
+    inside the ``H × W`` plane ``planes + image[k]·plane_stride``, tile after tile."""
+    cdef Py_ssize_t k, r0, c0, r, c
+    cdef int a, b
+    cdef floating* plane
+    for k in range(nb):
+        plane = planes + image[k] * plane_stride
+        r0 = row[k] + shift_r
+        c0 = col[k] + shift_c
+        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W and size == 6:  # unrolled
+            for a in range(6):
+                for b in range(6):
+                    plane[(r0 + a) * W + c0 + b] += d[(a * 6 + b) * nb + k]
+            continue
+        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W and size == 4:
+            for a in range(4):
+                for b in range(4):
+                    plane[(r0 + a) * W + c0 + b] += d[(a * 4 + b) * nb + k]
+            continue
+        for a in range(size):
+            r = r0 + a
+            if 0 <= r < H:
+                for b in range(size):
+                    c = c0 + b
+                    if 0 <= c < W:
+                        plane[r * W + c] += d[(a * size + b) * nb + k]
+
+
+cdef void _input_transform_adjoint(const floating* gv, floating* grad_x, floating* work, Py_ssize_t C, Py_ssize_t H,
+                                   Py_ssize_t W, int m, Py_ssize_t ph, Py_ssize_t pw, const Py_ssize_t* image,
+                                   const Py_ssize_t* row, const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """The adjoint of ``_input_transform``: ``∂L/∂d = B gv[:, c, k] B^T`` added onto the pixels of
+    ``grad_x[image[k], c]`` tile k was cut from."""
+    cdef int alpha = m + 2, a, b
+    cdef Py_ssize_t c, cn = C * nb
+    cdef floating* d = work
+    cdef floating* tmp = work + alpha * alpha * nb
+    for c in range(C):
+        for b in range(alpha):  # columns: tmp = B ∂L/∂V
+            _b_1d(gv + b * cn + c * nb, alpha * cn, tmp + b * nb, alpha * nb, nb, m)
+        for a in range(alpha):  # rows: d = tmp B^T
+            _b_1d(tmp + a * alpha * nb, nb, d + a * alpha * nb, nb, nb, m)
+        _scatter_add_tiles(d, grad_x + c * H * W, C * H * W, H, W, image, row, col, -ph, -pw, alpha, nb)
+
+
+cdef void _output_transform(const floating* mm, floating* y, const floating* bias, bint has_bias, floating* work,
+                            Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m, const Py_ssize_t* image,
+                            const Py_ssize_t* row, const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """``y[image[k], f, row[k] + i, col[k] + j] = (A^T M A)[i, j] (+ bias[f])`` inside the output, ``M[ab] = mm[ab, f, k]``."""
+    cdef int alpha = m + 2, a, i, j, rows, cols
+    cdef Py_ssize_t k, f, fn = F * nb
+    cdef floating* tmp = work
+    cdef floating* out = work + alpha * alpha * nb
+    cdef floating b
+    cdef floating* plane
+    for f in range(F):
+        for a in range(alpha):  # columns: tmp (m × α) = A^T M
+            _at_1d(mm + a * fn + f * nb, alpha * fn, tmp + a * nb, alpha * nb, nb, m)
+        for i in range(m):  # rows: out (m × m) = tmp A
+            _at_1d(tmp + i * alpha * nb, nb, out + i * m * nb, nb, nb, m)
+        b = bias[f] if has_bias else 0  # (adding a zero bias changes no value: -0 becomes +0 at most)
+        for k in range(nb):
+            plane = y + (image[k] * F + f) * OH * OW + row[k] * OW + col[k]
+            rows = <int> min(m, OH - row[k])
+            cols = <int> min(m, OW - col[k])
+            if m == 4 and rows == 4 and cols == 4:  # constant trip counts: the copy is unrolled
+                for i in range(4):
+                    for j in range(4):
+                        plane[i * OW + j] = out[(i * 4 + j) * nb + k] + b
+            else:
+                for i in range(rows):
+                    for j in range(cols):
+                        plane[i * OW + j] = out[(i * m + j) * nb + k] + b
+
+
+cdef void _grad_output_transform(const floating* grad_y, floating* gm, floating* work, Py_ssize_t F, Py_ssize_t OH,
+                                 Py_ssize_t OW, int m, const Py_ssize_t* image, const Py_ssize_t* row,
+                                 const Py_ssize_t* col, Py_ssize_t nb) noexcept nogil:
+    """``gm[ab, f, k] = (A ∂L/∂Y A^T)[ab]``, ``∂L/∂Y`` tile k of ``grad_y[:, f]`` (the adjoint of ``_output_transform``)."""
+    cdef int alpha = m + 2, a, j
+    cdef Py_ssize_t k, f, fn = F * nb
+    cdef floating* d = work
+    cdef floating* tmp = work + alpha * alpha * nb
+    for f in range(F):
+        _gather_tiles(grad_y + f * OH * OW, F * OH * OW, OH, OW, image, row, col, 0, 0, m, nb, d)
+        for j in range(m):  # columns: tmp (α × m) = A dY
+            _a_1d(d + j * nb, m * nb, tmp + j * nb, m * nb, nb, m)
+        for a in range(alpha):  # rows: gm (α × α) = tmp A^T
+            _a_1d(tmp + a * m * nb, nb, gm + a * alpha * fn + f * nb, fn, nb, m)
+
+
+cdef void _winograd_block_forward(const floating* x, const floating* u, const floating* bias, bint has_bias,
+                                  floating* y, floating* v, floating* mm, floating* work, Py_ssize_t C, Py_ssize_t H,
+                                  Py_ssize_t W, Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m, Py_ssize_t ph,
+                                  Py_ssize_t pw, Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t g0, Py_ssize_t nb) noexcept nogil:
+    """Steps 1-3 of the header for tiles ``g0 .. g0 + nb - 1``, in the thread's buffers ``v``, ``mm``, ``work``."""
+    cdef int ab
+    cdef Py_ssize_t image[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t row[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t col[WINOGRAD_MAX_BLOCK]
+    _tile_origins(g0, nb, m, TH, TW, image, row, col)
+    _input_transform(x, v, work, C, H, W, m, ph, pw, image, row, col, nb)
+    for ab in range((m + 2) * (m + 2)):
+        _gemm(False, False, F, nb, C, 1, u + ab * F * C, C, v + ab * C * nb, nb, 0, mm + ab * F * nb, nb)
+    _output_transform(mm, y, bias, has_bias, work, F, OH, OW, m, image, row, col, nb)
+
+
+cdef void _winograd_block_backward(const floating* x, const floating* u, const floating* grad_y, floating* grad_x,
+                                   floating* grad_u, floating* v, floating* gm, floating* work, Py_ssize_t C,
+                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m,
+                                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t g0,
+                                   Py_ssize_t nb, bint need_input_grad, bint need_weight_grad) noexcept nogil:
+    """Tiles ``g0 .. g0 + nb - 1``: ``∂L/∂M = A ∂L/∂Y A^T``; ``grad_u[ab] += ∂L/∂M[ab] · V[ab]ᵀ``;
+    ``∂L/∂V[ab] = U[ab]ᵀ · ∂L/∂M[ab]`` (in ``v``), then its adjoint input transform into ``grad_x``."""
+    cdef int ab, alpha2 = (m + 2) * (m + 2)
+    cdef Py_ssize_t image[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t row[WINOGRAD_MAX_BLOCK]
+    cdef Py_ssize_t col[WINOGRAD_MAX_BLOCK]
+    _tile_origins(g0, nb, m, TH, TW, image, row, col)
+    _grad_output_transform(grad_y, gm, work, F, OH, OW, m, image, row, col, nb)
+    if need_weight_grad:
+        _input_transform(x, v, work, C, H, W, m, ph, pw, image, row, col, nb)
+        for ab in range(alpha2):
+            _gemm(False, True, F, C, nb, 1, gm + ab * F * nb, nb, v + ab * C * nb, nb, 1, grad_u + ab * F * C, C)
+    if need_input_grad:
+        for ab in range(alpha2):
+            _gemm(True, False, C, nb, F, 1, u + ab * F * C, C, gm + ab * F * nb, nb, 0, v + ab * C * nb, nb)
+        _input_transform_adjoint(v, grad_x, work, C, H, W, m, ph, pw, image, row, col, nb)
+
+
+def _winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, const floating[::1] bias,
+                      bint has_bias, floating[:, :, :, ::1] y, floating[:, ::1] v, floating[:, ::1] mm,
+                      floating[:, ::1] work, int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], F = u.shape[1]
+    cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], TH = (OH + m - 1) // m, TW = (OW + m - 1) // m
+    cdef Py_ssize_t tiles = TH * TW, chunks = (tiles + block - 1) // block, i, g0, first
+    cdef int nt = v.shape[0], t
+    with nogil, parallel(num_threads=nt):
+        t = threadid()
+        for i in prange(N * chunks, schedule="static"):  # block i: image i // chunks, its chunk i % chunks
+            first = (i % chunks) * block
+            g0 = (i // chunks) * tiles + first
+            _winograd_block_forward(&x[0, 0, 0, 0], &u[0, 0, 0], &bias[0], has_bias, &y[0, 0, 0, 0], &v[t, 0],
+                                    &mm[t, 0], &work[t, 0], C, H, W, F, OH, OW, m, ph, pw, TH, TW, g0,
+                                    min(block, tiles - first))
+
+
+def _winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u, const floating[:, :, :, ::1] grad_y,
+                       floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] parts, floating[:, ::1] v, floating[:, ::1] gm,
+                       floating[:, ::1] work, int m, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t block,
+                       bint need_input_grad, bint need_weight_grad):
+    """Part p (images ``N p // P`` to ``N (p + 1) // P``, one thread) runs its blocks in order, adding into
+    ``parts[p]`` and into its own images of ``grad_x`` (zeroed by the caller)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], F = grad_y.shape[1]
+    cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3], TH = (OH + m - 1) // m, TW = (OW + m - 1) // m
+    cdef Py_ssize_t P = parts.shape[0], tiles = TH * TW, chunks = (tiles + block - 1) // block, p, n, i, first, g0
+    cdef int nt = v.shape[0], t
+    with nogil, parallel(num_threads=nt):
+        t = threadid()
+        for p in prange(P, schedule="static"):
+            for n in range(N * p // P, N * (p + 1) // P):  # the part's images, each in blocks as in the forward
+                for i in range(chunks):
+                    first = i * block
+                    g0 = n * tiles + first
+                    _winograd_block_backward(&x[0, 0, 0, 0], &u[0, 0, 0], &grad_y[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
+                                             &parts[p, 0, 0, 0], &v[t, 0], &gm[t, 0], &work[t, 0], C, H, W, F, OH,
+                                             OW, m, ph, pw, TH, TW, g0, min(block, tiles - first), need_input_grad,
+                                             need_weight_grad)
+
+
+# The backward cuts the batch into this many parts of whole images at most, one thread each: tiles of
+# different images share no input pixel, so the parts add into ∂L/∂x without locks, and each sums its
+# own ∂L/∂U (α²/9 = 4× as many numbers as the weights, hence fewer parts than WEIGHT_GRAD_BLOCKS).
+WINOGRAD_BACKWARD_PARTS = 4
+WINOGRAD_BLOCK_ELEMENTS = 1 << 19  # transformed input + products of a block of tiles: 2 MiB in float32, a core's L2 here
+
+
+def winograd_block(m, c, f):
+    """Tiles per block: as many as keep the block's ``V`` (α², C, block) and ``M`` (α², F, block) within
+    ``WINOGRAD_BLOCK_ELEMENTS``, between 16 and 512 (fixed by the shapes, never by the thread count)."""
+    return int(max(16, min(WINOGRAD_MAX_BLOCK, WINOGRAD_BLOCK_ELEMENTS // ((m + 2) ** 2 * (c + f)))))
+
+
+def _winograd_plan(n, c, f, oh, ow, m, dtype, parts=0):
+    """``(block, threads, buffers)``: tiles per block (at most one image's tiles: blocks never span two
+    images), the threads for the blocks (forward) or for ``parts`` parts (backward), and each thread's
+    buffers ``V`` (α² C block), ``M`` (α² F block) and the transforms' scratch (2 α² block)."""
+    tiles, alpha2 = -(-oh // m) * -(-ow // m), (m + 2) ** 2
+    block = min(winograd_block(m, c, f), tiles)
+    _check_blas_sizes(f, c, block)
+    nt = _threads_for(parts or n * -(-tiles // block), <double> n * tiles * alpha2 * c * f)
+    return block, nt, [np.empty((nt, size * block), dtype) for size in (alpha2 * c, alpha2 * f, 2 * alpha2)]
+
+
+def winograd_conv2d_forward(x, weight, bias, padding, m=4):
+    """Compiled :func:`nnscratch.backends.reference_winograd.conv2d_forward`, F(m×m, 3×3), stride 1."""
+    n, c, h, w = x.shape
+    f = weight.shape[0]
+    y = np.empty((n, f, h + 2 * padding[0] - 2, w + 2 * padding[1] - 2), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    block, _, (v, mm, work) = _winograd_plan(n, c, f, y.shape[2], y.shape[3], m, x.dtype)
+    has_bias = bias is not None
+    _winograd_forward(x, transform_filters(weight, m), bias if has_bias else np.zeros(f, x.dtype), has_bias, y,
+                      v, mm, work, m, padding[0], padding[1], block)
+    return y
+
+
+def winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, need_weight_grad=True, m=4):
+    """Compiled :func:`nnscratch.backends.reference_winograd.conv2d_backward`: both gradients in one pass over the
+    tiles, which transforms each block's ``∂L/∂y`` once for the two."""
+    n, c = x.shape[:2]
+    f, oh, ow = grad_y.shape[1:]
+    parts_count = max(1, min(n, WINOGRAD_BACKWARD_PARTS))
+    grad_x = np.zeros_like(x) if need_input_grad else None
+    parts = np.zeros((parts_count, (m + 2) ** 2, f, c), dtype=x.dtype) if need_weight_grad else None
+    if (need_input_grad or need_weight_grad) and x.size and grad_y.size:
+        block, _, (v, gm, work) = _winograd_plan(n, c, f, oh, ow, m, x.dtype, parts_count)
+        _winograd_backward(x, transform_filters(weight, m), grad_y,
+                           grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
+                           parts if need_weight_grad else np.empty((parts_count, 1, 1, 1), x.dtype),
+                           v, gm, work, m, padding[0], padding[1], block, need_input_grad, need_weight_grad)
+    return grad_x, filter_gradient(parts.sum(axis=0), m) if need_weight_grad else None
