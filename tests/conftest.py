@@ -12,6 +12,8 @@ import pytest
 
 import nnscratch
 
+from strategies import compiled_kernels
+
 BACKENDS = ["numpy", "cython"]
 
 # name of a gradient check -> largest relative error it produced
@@ -42,24 +44,11 @@ def record_errors():
     return record
 
 
-def _require_compiled():
-    """The compiled kernels, or FAIL (never skip): the cython backend must be available."""
-    kernels = nnscratch.backends._kernels
-    if kernels is None or "cython" not in nnscratch.backends._modules:
-        error = getattr(nnscratch.backends, "_KERNELS_IMPORT_ERROR", "not registered as a backend")
-        pytest.fail(
-            "the compiled kernels nnscratch._kernels are not available, but the cython backend must be "
-            f"active ({error}); build them with `python setup.py build_ext --inplace`",
-            pytrace=False,
-        )
-    return kernels
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Activate each backend in turn; yields its name."""
     if request.param == "cython":
-        _require_compiled()
+        compiled_kernels()
     with nnscratch.use_backend(request.param):
         assert nnscratch.backend() == request.param
         yield request.param
@@ -68,7 +57,7 @@ def backend(request):
 @pytest.fixture
 def kernels_module():
     """The compiled kernel module (the test FAILS if it is not built)."""
-    return _require_compiled()
+    return compiled_kernels()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

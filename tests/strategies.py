@@ -9,6 +9,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import nnscratch
 from nnscratch.data import DataLoader
@@ -16,6 +17,20 @@ from nnscratch.training import set_generator_state
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG file
+
+
+def compiled_kernels():
+    """The compiled kernels :mod:`nnscratch._kernels`, or FAIL the test (never skip): the project's
+    done-criteria require the cython backend to be active."""
+    kernels = nnscratch.backends._kernels
+    if kernels is None or "cython" not in nnscratch.backends._modules:
+        error = getattr(nnscratch.backends, "_KERNELS_IMPORT_ERROR", "not registered as a backend")
+        pytest.fail(
+            "the compiled kernels nnscratch._kernels are not available, but the cython backend must be "
+            f"active ({error}); build them with `python setup.py build_ext --inplace`",
+            pytrace=False,
+        )
+    return kernels
 
 
 def random_images(n, seed=0, channels=1, size=28, dtype=np.float32):

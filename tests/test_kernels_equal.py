@@ -21,21 +21,12 @@ import nnscratch
 from nnscratch import ops
 from nnscratch import reference as R
 
-from strategies import output_hw
+from strategies import compiled_kernels, output_hw
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 DTYPES = st.sampled_from([np.dtype(np.float64), np.dtype(np.float32)])
-
-
-def compiled():
-    """The compiled kernels; FAIL (not skip) when they are not built."""
-    kernels = nnscratch.backends._kernels
-    if kernels is None:
-        pytest.fail("nnscratch._kernels is not built; build it with `python setup.py build_ext --inplace`",
-                    pytrace=False)
-    return kernels
 
 
 def assert_close(actual, expected, what=""):
@@ -123,7 +114,7 @@ def pool_input(case, mode):
 @settings(max_examples=100, **SETTINGS)
 @given(case=conv_cases())
 def test_conv2d_forward(case):
-    K = compiled()
+    K = compiled_kernels()
     _, x, weight, bias = conv_arrays(case)
     args = (x, weight, bias, case["stride"], case["padding"])
     expected = R.conv2d_forward(*args)
@@ -134,7 +125,7 @@ def test_conv2d_forward(case):
 @settings(max_examples=100, **SETTINGS)
 @given(case=conv_cases(), need_input_grad=st.booleans(), need_weight_grad=st.booleans())
 def test_conv2d_backward(case, need_input_grad, need_weight_grad):
-    K = compiled()
+    K = compiled_kernels()
     rng, x, weight, _ = conv_arrays(case)
     grad_y = rng.standard_normal((case["n"], case["f"]) + out_hw(case)).astype(case["dtype"])
     args = (x, weight, grad_y, case["stride"], case["padding"], need_input_grad, need_weight_grad)
@@ -154,7 +145,7 @@ def test_conv2d_backward(case, need_input_grad, need_weight_grad):
 # ----------------------------------------------------------------------------- max pooling
 
 def _check_maxpool_forward(case, mode):
-    K = compiled()
+    K = compiled_kernels()
     _, x = pool_input(case, mode)
     args = (x, case["kernel"], case["stride"], case["padding"])
     exp_y, exp_i = R.maxpool2d_forward(*args)
@@ -195,7 +186,7 @@ def test_maxpool2d_forward_nan_and_inf(case):
 
 def test_maxpool2d_tie_rule_examples():
     """Hand-made ties: the first maximum in row-major window order wins, in both backends."""
-    K = compiled()
+    K = compiled_kernels()
     x = np.array([[[[1, 3, 3], [3, 0, 3], [2, 3, 1]]]], dtype=np.float64)
     for kernel, stride, padding, expected in [
         ((2, 2), (1, 1), (0, 0), [[1, 1], [3, 5]]),
@@ -219,7 +210,7 @@ def test_maxpool2d_tie_rule_examples():
 # This test is left failing on purpose; it documents the expected behaviour (the docstring's
 # "flat index of the winning pixel in its (unpadded) H x W input plane").
 def test_maxpool_minus_inf_with_padding():
-    K = compiled()
+    K = compiled_kernels()
     x = np.array([[[[1.0, -np.inf], [-np.inf, -np.inf]]]])
     args = (x, (2, 2), (1, 1), (1, 1))
     ref_y, ref_i = R.maxpool2d_forward(*args)
@@ -235,7 +226,7 @@ def test_maxpool_minus_inf_with_padding():
 @given(case=pool_cases(), mode=st.sampled_from(["normal", "ties"]))
 def test_maxpool2d_backward(case, mode):
     """Same routing of gradients, including overlapping windows sharing a winner (accumulation)."""
-    K = compiled()
+    K = compiled_kernels()
     rng, x = pool_input(case, mode)
     _, argmax = R.maxpool2d_forward(x, case["kernel"], case["stride"], case["padding"])
     grad_y = rng.standard_normal(argmax.shape).astype(case["dtype"])
@@ -253,7 +244,7 @@ def test_maxpool2d_backward(case, mode):
 @settings(max_examples=60, **SETTINGS)
 @given(case=pool_cases())
 def test_avgpool2d_forward(case):
-    K = compiled()
+    K = compiled_kernels()
     _, x = pool_input(case, "normal")
     args = (x, case["kernel"], case["stride"], case["padding"])
     expected = R.avgpool2d_forward(*args)
@@ -264,7 +255,7 @@ def test_avgpool2d_forward(case):
 @settings(max_examples=60, **SETTINGS)
 @given(case=pool_cases())
 def test_avgpool2d_backward(case):
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(case["seed"])
     shape = (case["n"], case["c"], case["h"], case["w"])
     grad_y = rng.standard_normal((case["n"], case["c"]) + out_hw(case)).astype(case["dtype"])
@@ -303,7 +294,7 @@ LAYOUTS = st.sampled_from(["fortran", "strided", "reversed", "transposed"])
 @given(case=conv_cases(max_n=2, max_hw=7), layout=LAYOUTS)
 def test_ops_conv2d_noncontiguous(name, case, layout):
     if name == "cython":
-        compiled()
+        compiled_kernels()
     rng, x, weight, bias = conv_arrays(case)
     stride, padding = case["stride"], case["padding"]
     grad_y = rng.standard_normal((case["n"], case["f"]) + out_hw(case)).astype(case["dtype"])
@@ -325,7 +316,7 @@ def test_ops_conv2d_noncontiguous(name, case, layout):
 @given(case=pool_cases(max_n=2, max_hw=7), layout=LAYOUTS, mode=st.sampled_from(["normal", "ties"]))
 def test_ops_pooling_noncontiguous(name, case, layout, mode):
     if name == "cython":
-        compiled()
+        compiled_kernels()
     rng, x = pool_input(case, mode)
     kernel, stride, padding = case["kernel"], case["stride"], case["padding"]
     grad_y = rng.standard_normal((case["n"], case["c"]) + out_hw(case)).astype(case["dtype"])
@@ -346,7 +337,7 @@ def test_ops_pooling_noncontiguous(name, case, layout, mode):
 def test_ops_mixed_dtypes_follow_the_input(name):
     """A float64 weight/bias with a float32 input is cast to float32 (the input's dtype)."""
     if name == "cython":
-        compiled()
+        compiled_kernels()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
     w, b = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
@@ -377,7 +368,7 @@ def _run_all(K, x, weight, bias, grad_y, pool_grad, stride, padding, kernel):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [1, 3, 8, 32])
 def test_thread_counts_give_bit_identical_results(dtype, n):
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(n)
     kernel, stride, padding = (3, 3), (2, 1), (1, 1)
     x = rng.integers(-3, 4, (n, 8, 11, 10)).astype(dtype) + rng.standard_normal((n, 8, 11, 10)).astype(dtype)
@@ -424,7 +415,7 @@ def test_thread_counts_give_bit_identical_results(dtype, n):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n, fin, fout", [(67, 301, 21), (9, 203, 97), (130, 17, 45)])
 def test_linear_threads_split_rows_or_columns_bit_identically(dtype, n, fin, fout):
-    K = compiled()
+    K = compiled_kernels()
     assert n * fin * fout > K.PARALLEL_MIN_WORK
     rng = np.random.default_rng(n)
     x = rng.standard_normal((n, fin)).astype(dtype)
@@ -449,7 +440,7 @@ def test_linear_threads_split_rows_or_columns_bit_identically(dtype, n, fin, fou
 @given(n=st.integers(1, 6), fin=st.integers(1, 9), fout=st.integers(1, 7), bias=st.booleans(), dtype=DTYPES,
        need_input_grad=st.booleans(), need_weight_grad=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_linear_forward_backward(n, fin, fout, bias, dtype, need_input_grad, need_weight_grad, seed):
-    K = compiled()
+    K = compiled_kernels()
     if not hasattr(R, "linear_forward"):
         pytest.skip("no linear kernels in this version")
     rng = np.random.default_rng(seed)
@@ -475,7 +466,7 @@ def test_linear_forward_backward(n, fin, fout, bias, dtype, need_input_grad, nee
 def test_relu_bit_identical(shape, dtype, seed):
     """The compiled ReLU equals the reference bit for bit, with zeros, NaN and infinities in both the
     input and the upstream gradient (the chunked, multi-threaded path is taken above 2**15 elements)."""
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
     grad = rng.standard_normal(shape).astype(dtype)
@@ -511,7 +502,7 @@ def test_dropout_bit_identical(shape, dtype, p, key, seed):
     """The compiled dropout draws the reference's mask and applies it with the same rounding, bit for
     bit, forward and backward, with zeros, NaN and infinities (the chunked, multi-threaded path is
     taken above 2**15 elements; keys near 2**64 wrap around)."""
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(seed)
     x = _with_specials(rng.standard_normal(shape).astype(dtype), rng)
     with np.errstate(invalid="ignore"):  # inf · 0 where an element is dropped: NaN, on purpose
@@ -522,7 +513,7 @@ def test_dropout_bit_identical(shape, dtype, p, key, seed):
 
 
 def test_dropout_is_the_same_with_any_thread_count():
-    K = compiled()
+    K = compiled_kernels()
     x = np.random.default_rng(0).standard_normal((64, 9216)).astype(np.float32)
     previous = nnscratch.get_num_threads()
     try:
@@ -568,7 +559,7 @@ def test_sgd_update_bit_identical(size, dtype, lr, momentum, dampening, weight_d
     """One SGD step of the compiled kernel rounds exactly as the reference's sequence of NumPy
     operations, for every combination of momentum, dampening, weight decay, Nesterov and the first
     step, with zeros, NaN and infinities (70,001 elements take the multi-threaded path)."""
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(seed)
     param = _with_specials(rng.standard_normal(size).astype(dtype), rng)
     grad = _with_specials(rng.standard_normal(size).astype(dtype), rng)

@@ -29,19 +29,13 @@ from nnscratch.backends import conv_algorithm
 from nnscratch.backends import reference_winograd as RW
 from nnscratch.gradient_check import check_module
 
+from strategies import compiled_kernels
+
 SETTINGS = dict(deadline=None, derandomize=True, database=None, max_examples=150,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FLOAT32_BOUND = {2: 2e-6, 4: 2.5e-5}  # tile size m of F(m×m, 3×3) -> bound (see the module docstring)
 FLOAT64_BOUND = 1e-12
 GRADCHECK_TOL = 1e-6
-
-
-def compiled():
-    kernels = nn.backends._kernels
-    if kernels is None:
-        pytest.fail("nnscratch._kernels is not built; build it with `python setup.py build_ext --inplace`",
-                    pytrace=False)
-    return kernels
 
 
 def relative_error(actual, expected):
@@ -126,7 +120,7 @@ def test_transform_matrices_compute_minimal_filtering():
 @settings(**SETTINGS)
 @given(case=winograd_cases(), need_input_grad=st.booleans(), need_weight_grad=st.booleans())
 def test_compiled_winograd_equals_reference_winograd(case, need_input_grad, need_weight_grad):
-    K = compiled()
+    K = compiled_kernels()
     x, weight, bias, grad_y = case_arrays(case)
     p, m = case["padding"], case["m"]
     assert_within(K.winograd_conv2d_forward(x, weight, bias, p, m), RW.conv2d_forward(x, weight, bias, p, m), case, "y")
@@ -141,7 +135,7 @@ def test_compiled_winograd_equals_reference_winograd(case, need_input_grad, need
 @pytest.mark.parametrize("m", RW.TILE_SIZES)
 def test_compiled_winograd_on_many_blocks_of_tiles(m):
     """Batches whose tiles span several blocks (and a last, shorter one), channels above the block budget."""
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(m)
     x = rng.standard_normal((20, 24, 13, 11)).astype(np.float32)
     weight = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
@@ -159,7 +153,7 @@ def test_compiled_winograd_on_many_blocks_of_tiles(m):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m", RW.TILE_SIZES)
 def test_thread_counts_give_bit_identical_results(m, dtype):
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(m)
     x = rng.standard_normal((64, 16, 18, 18)).astype(dtype)
     weight = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
@@ -184,7 +178,7 @@ def test_thread_counts_give_bit_identical_results(m, dtype):
 def test_an_image_comes_out_the_same_whatever_batch_it_is_in(m, shape, padding):
     """Blocks of tiles never span two images, so an image's output and input gradient do not depend on
     the batch size or on its place in the batch (cached features equal what a training batch computes)."""
-    K = compiled()
+    K = compiled_kernels()
     rng = np.random.default_rng(m)
     x = rng.standard_normal(shape, dtype=np.float32)
     weight = rng.standard_normal((8,) + shape[1:2] + (3, 3), dtype=np.float32)
