@@ -1,160 +1,184 @@
-"""Convolution algorithms side by side: direct (im2col + GEMM), Winograd F(4×4, 3×3) and F(2×2, 3×3),
-and PyTorch (optional), on the shapes of the performance issue; and their float32 errors.
+"""The seed's conv2 computed each way: im2col + GEMM ("direct"), Winograd F(4×4, 3×3) ("winograd") and
+F(2×2, 3×3) ("winograd_2x2"), on the cython and numpy backends, and PyTorch when installed; speed and
+float32 error side by side.
 
 Run from the repository root::
 
-    python benchmarks/bench_winograd.py                 # speed table, 2 threads (a few minutes)
-    python benchmarks/bench_winograd.py --seed-conv2    # the seed's conv2 only: both backends, float32 errors
-    python benchmarks/bench_winograd.py --threads 1 --rounds 5
+    python benchmarks/conv_algorithms.py                      # all available cores, 11 samples each
+    python benchmarks/conv_algorithms.py --threads 1 --json out.json
+    python benchmarks/conv_algorithms.py --quick              # smoke run, batch 8 (what tests/test_bench.py does)
 
-Timing: every implementation of a row is warmed up, then they are interleaved round-robin in this one
-process (one sample of each per round), a sample repeating the call for about 20 ms; the figure is the
-median. ``fwd+bwd`` is the forward plus the backward a training step needs (the input gradient only
-when the layer is not a network's first). GFLOP/s counts the direct method's 2·N·F·C·KH·KW·OH·OW per
-forward (twice that, or three times with the input gradient, for fwd+bwd), whichever algorithm ran.
-First, the seed's conv2 with both backends and the float32 errors, max|y₃₂ - y₆₄| / max|y₆₄| against
-the float64 direct reference, for y and both gradients.
+The layer: ``nnscratch.Conv2d(32, 64, 3, algorithm=...)`` (default-initialized weights, the same for
+every implementation) on a float32 (64, 32, 26, 26) standard-normal batch, upstream gradient standard
+normal. PyTorch: ``F.conv2d`` with the same weights, autograd on, its gradients by ``torch.autograd.grad``.
+
+* forward: the layer's forward (bias included); forward+backward: forward, then the input gradient
+  and the weight and bias gradients, as a training step of a layer that is not the network's first.
+* timing (``benchmarks/harness.py``): implementations interleaved round-robin in this process after a
+  warm-up, medians; the slow numpy backend gets fewer samples, spread evenly, under its BLAS at
+  ``--threads`` threads. GFLOP/s counts the direct method's 2·N·F·C·KH·KW·OH·OW per forward (3× that
+  forward+backward) whichever algorithm ran.
+* float32 error of y, ∂L/∂x and ∂L/∂w: ``max|a₃₂ - a₆₄| / max|a₆₄|`` against the float64 direct
+  reference (``nnscratch.reference``) on the same (float32) data and weights.
+
+For many shapes (auto against direct and PyTorch) see ``python benchmarks/bench.py --shapes-only``.
 Nothing here asserts a speed: the machine is shared and noisy.
 """
 import argparse
-import statistics
-import time
+import contextlib
+import sys
+from pathlib import Path
 
 import numpy as np
 
+import about
+import harness
 import nnscratch
-from nnscratch import ops, reference
 
-# name: (N, C, F, H=W, kernel, stride, padding, first layer: no input gradient)
-SHAPES = {
-    "64→64 56×56 3×3 p1, N=16": (16, 64, 64, 56, 3, 1, 1, False),
-    "128→128 28×28 3×3 p1, N=8": (8, 128, 128, 28, 3, 1, 1, False),
-    "seed conv2 32→64 26×26, N=1": (1, 32, 64, 26, 3, 1, 0, False),
-    "seed conv2 32→64 26×26, N=64": (64, 32, 64, 26, 3, 1, 0, False),
-    "seed conv2 32→64 26×26, N=256": (256, 32, 64, 26, 3, 1, 0, False),
-    "seed conv1 1→32 28×28, N=1": (1, 1, 32, 28, 3, 1, 0, True),
-    "seed conv1 1→32 28×28, N=64": (64, 1, 32, 28, 3, 1, 0, True),
-    "seed conv1 1→32 28×28, N=256": (256, 1, 32, 28, 3, 1, 0, True),
-    "16→16 28×28 3×3 p1, N=64": (64, 16, 16, 28, 3, 1, 1, False),
-    "8→16 28×28 3×3 p1, N=64": (64, 8, 16, 28, 3, 1, 1, False),
-    "3→64 224×224 7×7 s2 p3, N=1": (1, 3, 64, 224, 7, 2, 3, True),
-    "256→256 14×14 1×1, N=8": (8, 256, 256, 14, 1, 1, 0, False),
-}
+BATCH, C, F, HW, K = 64, 32, 64, 26, 3  # the seed's conv2: batch, in and out channels, input size, kernel
 ALGORITHMS = ("direct", "winograd", "winograd_2x2")
-SAMPLE_SECONDS = 0.02
+IMPLS = tuple(f"{b} {a}" for b in ("cython", "numpy") for a in ALGORITHMS) + ("torch",)
+MODES = (("forward", 1), ("forward_backward", 3))  # mode, FLOPs as a multiple of the forward's
+ERRORS = ("y", "grad_x", "grad_w")
+SETTINGS = ("quick", "threads", "repeats", "numpy_repeats", "warmup", "numpy_warmup")
 
 
-def sample(fn):
-    """Seconds per call of ``fn``, repeated for about ``SAMPLE_SECONDS``."""
-    start, calls = time.perf_counter(), 0
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= SAMPLE_SECONDS:
-            return elapsed / calls
+def relative_error(actual, expected):
+    """``max|actual - expected| / max|expected|``, in float64."""
+    return float(np.abs(np.asarray(actual, np.float64) - expected).max() / np.abs(expected).max())
 
 
-def interleaved(fns, rounds):
-    """Median seconds per call of each of ``fns`` ({name: fn}), sampled round-robin."""
-    for fn in fns.values():
-        fn()
-    samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            samples[name].append(sample(fn))
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-def calls(shape, algorithm, torch):
-    """``(forward, forward + backward)`` closures of one implementation on float32 data."""
-    n, c, f, h, k, s, p, first = shape
+def build(torch, args, blas):
+    """``({mode: {impl: Runner}}, {impl: errors})``: every implementation's runners, and its float32
+    errors against the float64 direct reference (computed once, untimed)."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
-    w = (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
-    b = rng.standard_normal(f).astype(np.float32)
-    if algorithm == "torch":
-        tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
-        tx.requires_grad_(not first)
+    x = rng.standard_normal((args.batch, C, HW, HW), dtype=np.float32)
+    g = rng.standard_normal((args.batch, F, HW - K + 1, HW - K + 1), dtype=np.float32)
+    runners, errors = {mode: {} for mode, _ in MODES}, {}
+    layers = {}
+    for impl in IMPLS[:-1]:
+        nnscratch.manual_seed(0)
+        layers[impl] = nnscratch.Conv2d(C, F, K, algorithm=impl.split()[1])
+    weight, bias = layers[IMPLS[0]].weight.data, layers[IMPLS[0]].bias.data  # every layer's (manual_seed(0) each)
+    w64, b64 = weight.astype(np.float64), bias.astype(np.float64)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    expected = (nnscratch.reference.conv2d_forward(x64, w64, b64, (1, 1), (0, 0)),
+                *nnscratch.reference.conv2d_backward(x64, w64, g64, (1, 1), (0, 0)))
 
-        def train():
-            y = torch.nn.functional.conv2d(tx, tw, tb, s, p)
-            torch.autograd.grad(y, [tw, tb] if first else [tx, tw, tb], torch.ones_like(y))
+    for impl, conv in layers.items():
+        backend = impl.split()[0]
 
-        def forward():
-            with torch.no_grad():
-                torch.nn.functional.conv2d(tx, tw, tb, s, p)
-        return forward, train
-    grad_y = np.ones_like(ops.conv2d(x, w, b, s, p, algorithm="direct"))
+        @contextlib.contextmanager
+        def context(backend=backend):
+            with nnscratch.use_backend(backend), blas.limit() if backend == "numpy" else contextlib.nullcontext():
+                yield
 
-    def train():
-        ops.conv2d(x, w, b, s, p, algorithm=algorithm)
-        ops.conv2d_backward(x, w, grad_y, s, p, need_input_grad=not first, algorithm=algorithm)
-        ops.conv2d_bias_backward(grad_y)
-    return (lambda: ops.conv2d(x, w, b, s, p, algorithm=algorithm)), train
+        def forward_backward(conv=conv):
+            y = conv(x)
+            for p in conv.parameters():
+                p.grad = None  # as zero_grad() before a training backward
+            return y, conv.backward(g, need_input_grad=True), conv.weight.grad
+
+        slow = {"warmup": args.numpy_warmup, "cooldown": harness.OPENBLAS_COOLDOWN} if backend == "numpy" else {}
+        repeats = args.numpy_repeats if backend == "numpy" else args.repeats
+        runners["forward"][impl] = harness.Runner(lambda conv=conv: conv(x), repeats, context, **slow)
+        runners["forward_backward"][impl] = harness.Runner(forward_backward, repeats, context, **slow)
+        with context():
+            errors[impl] = dict(zip(ERRORS, map(relative_error, forward_backward(), expected)))
+    if torch is not None:
+        tx = torch.from_numpy(x).requires_grad_(True)
+        tw, tb = (torch.from_numpy(p.copy()).requires_grad_(True) for p in (weight, bias))
+        tg = torch.from_numpy(g)
+
+        def tforward():
+            return torch.nn.functional.conv2d(tx, tw, tb)
+
+        def tforward_backward():
+            y = tforward()
+            return (y, *torch.autograd.grad(y, [tx, tw, tb], tg)[:2])
+
+        runners["forward"]["torch"] = harness.Runner(tforward, args.repeats)
+        runners["forward_backward"]["torch"] = harness.Runner(tforward_backward, args.repeats)
+        actual = (a.detach().numpy() for a in tforward_backward())
+        errors["torch"] = dict(zip(ERRORS, map(relative_error, actual, expected)))
+    return runners, errors
 
 
-def speed_table(args, torch):
-    print(f"threads: {args.threads}, rounds: {args.rounds}; ms (× PyTorch) GFLOP/s")
-    for name, shape in SHAPES.items():
-        n, c, f, h, k, s, p, first = shape
-        out = (h + 2 * p - k) // s + 1
-        gflop = 2 * n * f * c * k * k * out * out / 1e9
-        impls = [a for a in ALGORITHMS if a == "direct" or (k == 3 and s == 1)] + (["torch"] if torch else [])
-        for which, factor in (("fwd", 1), ("fwd+bwd", 2 if first else 3)):
-            fns = {a: calls(shape, a, torch)[which != "fwd"] for a in impls}
-            times = interleaved(fns, args.rounds)
-            cells = []
-            for a in impls:
-                ratio = f" ({times[a] / times['torch']:.2f}×)" if torch and a != "torch" else ""
-                cells.append(f"{a} {times[a] * 1e3:.2f} ms{ratio} {gflop * factor / times[a]:.0f}")
-            auto = nnscratch.backends.conv_algorithm.choose("auto", (n, c, h, h), (f, c, k, k), (s, s), (p, p))
-            print(f"{name:32s} {which:8s} auto={auto:13s} " + " | ".join(cells), flush=True)
+def print_table(report):
+    fmt, figures = harness.fmt, report["modes"]
+    headers = ["implementation", "fwd ms", "GFLOP/s", "×torch", "f+b ms", "GFLOP/s", "×torch", "error y", "∂L/∂x", "∂L/∂w"]
+    lines = []
+    for impl in IMPLS:
+        cells = [impl]
+        for mode, _ in MODES:
+            cells += [fmt(figures[mode]["ms"][impl]), fmt(figures[mode]["gflops"][impl]),
+                      fmt(figures[mode]["ratio_over_torch"][impl], "ratio")]
+        errors = report["errors"].get(impl)
+        lines.append(cells + [f"{errors[e]:.1e}" if errors else "-" for e in ERRORS])
+    s = report["settings"]
+    machine, versions = report["machine"], report["versions"]
+    print(f"machine: {machine['cpu_model']}, {machine['available_cores']} of {machine['logical_cpus']} CPUs available, "
+          f"load average {machine['loadavg_start']}; " + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None))
+    print(f"seed conv2: Conv2d({C}, {F}, {K}) on ({s['batch']}, {C}, {HW}, {HW}) float32, "
+          f"{report['threads']} thread(s); times in ms")
+    harness.print_table(headers, lines)
+    print(f"fwd: forward; f+b: forward + backward (∂L/∂x, ∂L/∂w, ∂L/∂b); GFLOP/s: the direct method's "
+          f"{report['flops']['forward'] / 1e9:.2f} GFLOP forward, 3× that f+b, / time; ×torch: time / torch's time")
+    print("error: max|float32 - float64| / max|float64|, the float64 direct reference on the same data")
+    used = {impl: harness.cores_used([figures[mode]["cpu_wall_s"][impl] for mode, _ in MODES
+                                      if impl in figures[mode]["cpu_wall_s"]]) for impl in IMPLS}
+    print(f"medians of {s['repeats']} samples ({s['numpy_repeats']} numpy), interleaved round-robin; cores the process "
+          f"got while timed (CPU / wall): " + ", ".join(f"{i} {v:.2f}" for i, v in used.items() if v is not None)
+          + f"; load average at the end {report['machine']['loadavg_end']}")
 
 
-def seed_conv2_table(args):
-    """Each algorithm on the seed's conv2 (N=64) with each backend: forward time (median, interleaved),
-    and the float32 errors of y and both gradients against the float64 direct reference."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 32, 26, 26))
-    w = rng.uniform(-1, 1, (64, 32, 3, 3)) / np.sqrt(32 * 9)  # the layer's default (Kaiming uniform) scale
-    g = rng.standard_normal((64, 64, 24, 24))
-    y64 = reference.conv2d_forward(x, w, None, (1, 1), (0, 0))
-    gx64, gw64 = reference.conv2d_backward(x, w, g, (1, 1), (0, 0))
-    x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
-    print(f"seed conv2, N=64, float32, {args.threads} thread(s): forward ms (GFLOP/s); error max|err| / max|float64 direct|")
-    gflop = 2 * 64 * 64 * 32 * 9 * 24 * 24 / 1e9
-    for backend in ("numpy", "cython"):
-        with nnscratch.use_backend(backend):
-            fns = {a: (lambda a=a: ops.conv2d(x32, w32, None, 1, 0, algorithm=a)) for a in ALGORITHMS}
-            times = interleaved(fns, 3 if backend == "numpy" else args.rounds)
-            for algorithm in ALGORITHMS:
-                y = ops.conv2d(x32, w32, None, 1, 0, algorithm=algorithm)
-                gx, gw = ops.conv2d_backward(x32, w32, g32, 1, 0, algorithm=algorithm)
-                errors = [np.abs(a - e).max() / np.abs(e).max() for a, e in ((y, y64), (gx, gx64), (gw, gw64))]
-                print(f"  {backend:6s} {algorithm:13s} {times[algorithm] * 1e3:7.2f} ms ({gflop / times[algorithm]:4.0f})"
-                      f"   y {errors[0]:.1e}   ∂L/∂x {errors[1]:.1e}   ∂L/∂w {errors[2]:.1e}", flush=True)
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--threads", type=int, metavar="N", help="threads for nnscratch, torch and numpy's BLAS (default: all cores)")
+    add("--repeats", type=int, metavar="N", help="samples of each cython and torch implementation (default 11; --quick 1)")
+    add("--numpy-repeats", type=int, metavar="N", help="samples of each numpy-backend implementation (default 3; --quick 1)")
+    add("--batch", type=int, metavar="N", help="batch size (default 64, the seed's; --quick 8)")
+    add("--quick", action="store_true", help="batch 8, one sample each, no repeated calls within a sample: a smoke run")
+    add("--json", type=Path, metavar="PATH", help="write every figure and the machine description as JSON")
+    add("--no-torch", action="store_true", help="leave PyTorch out even when it is installed")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {"threads": harness.available_cores(), "batch": 8 if quick else BATCH, "repeats": 1 if quick else 11,
+                "numpy_repeats": 1 if quick else 3}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    args.warmup, args.numpy_warmup = (1, 0) if quick else (2, 1)
+    return args
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--seed-conv2", action="store_true", help="only the seed's conv2: every backend, with errors")
-    parser.add_argument("--no-torch", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     nnscratch.set_num_threads(args.threads)
-    seed_conv2_table(args)
-    if args.seed_conv2:
-        return
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-            torch.set_num_threads(args.threads)
-        except ImportError:
-            torch = None
-    speed_table(args, torch)
+    torch = None if args.no_torch else harness.import_torch()
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    report = {"schema": 1, "command": [sys.executable, *sys.argv], **about.describe_run(args.threads, torch),
+              "settings": {"batch": args.batch, "in_channels": C, "out_channels": F, "input_hw": HW, "kernel": K,
+                           "dtype": "float32", **{name: getattr(args, name) for name in SETTINGS}},
+              "implementations": [i for i in IMPLS if i != "torch" or torch is not None]}
+    forward_flops = 2 * args.batch * F * C * K * K * (HW - K + 1) ** 2
+    report["flops"] = {mode: times * forward_flops for mode, times in MODES}
+    runners, report["errors"] = build(torch, args, harness.BlasThreads(args.threads))
+    report["modes"] = {}
+    for mode, _ in MODES:
+        harness.measure(runners[mode], args.warmup, adaptive=not args.quick, label=f"seed conv2 {mode}")
+        figures = report["modes"][mode] = harness.summarize(runners[mode], IMPLS)
+        figures["gflops"] = {i: report["flops"][mode] / (ms * 1e-3) / 1e9 if ms else None for i, ms in figures["ms"].items()}
+        figures["ratio_over_torch"] = {i: harness.ratio(ms, figures["ms"]["torch"]) for i, ms in figures["ms"].items()}
+    report["machine"]["loadavg_end"] = harness.loadavg()
+    print_table(report)
+    if args.json:
+        harness.write_json(args.json, report)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
