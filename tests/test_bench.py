@@ -199,3 +199,25 @@ def test_shape_table_with_an_algorithm_option(monkeypatch, capsys):
     shapes.print_table({"rows": rows, "algorithm_option": True, "sgemm_ceiling_gflops": 100.0, "repeats": 1, "quick": True})
     out = capsys.readouterr().out
     assert "auto" in out and "winograd" in out and "fwd direct" in out
+
+
+def test_conv_algorithms_quick(tmp_path, impls):
+    """``benchmarks/conv_algorithms.py --quick`` (the seed's conv2 each way) runs end to end: every implementation
+    timed, its float32 errors finite and small (F(4×4)'s are the largest, about 6e-6). Never a speed."""
+    out = tmp_path / "conv_algorithms.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "conv_algorithms.py"), "--quick", "--threads", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert done.returncode == 0, f"conv_algorithms.py failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+    data = json.loads(out.read_text())
+    names = [f"{backend} {algorithm}" for backend in ("cython", "numpy") for algorithm in ("direct", "winograd", "winograd_2x2")]
+    names += ["torch"] if "torch" in impls else []
+    assert data["implementations"] == names
+    assert data["settings"]["quick"] is True and data["settings"]["threads"] == 1
+    assert data["flops"]["forward"] == 2 * data["settings"]["batch"] * 64 * 32 * 3 * 3 * 24 * 24
+    assert data["flops"]["forward_backward"] == 3 * data["flops"]["forward"]
+    for name in names:
+        for mode in ("forward", "forward_backward"):
+            assert positive(data["modes"][mode]["ms"][name]) and positive(data["modes"][mode]["gflops"][name]), (name, mode)
+        errors = data["errors"][name]
+        assert all(positive(errors[which]) and errors[which] < 1e-4 for which in ("y", "grad_x", "grad_w")), (name, errors)
+    assert "seed conv2: Conv2d(32, 64, 3)" in done.stdout and "cython winograd_2x2" in done.stdout
