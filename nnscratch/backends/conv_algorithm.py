@@ -21,7 +21,7 @@ TILE_SIZE = {"winograd": 4, "winograd_2x2": 2}  # m of F(m×m, 3×3)
 # "auto" picks Winograd F(4×4, 3×3) for a 3×3 stride-1 convolution with at least AUTO_MIN_CHANNELS
 # input channels and AUTO_MIN_TILES output tiles of 4×4 pixels in the batch: with fewer channels the
 # transforms (per input and output channel) outweigh the saved products, with fewer tiles its small
-# products and fixed costs do. Measured with benchmarks/bench_winograd.py (docs/fast_convolution.md,
+# products and fixed costs do. Measured with the former benchmarks/bench_winograd.py (docs/fast_convolution.md,
 # one thread, forward): the seed's conv1 (1 channel) runs 3.9× slower with Winograd, 8→16 channels
 # 1.1-2× slower, 16→16 1.6× faster; the seed's conv2 on one image (36 tiles) 1.7× slower, on 64 images
 # (2304 tiles) 1.7× faster.
