@@ -19,41 +19,42 @@ cdef inline void _valid_columns(Py_ssize_t ow, Py_ssize_t W, int sw, Py_ssize_t 
     j_hi[0] = max(hi, j_lo[0])
 
 
-cdef void _im2col_image(const floating* x, floating* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                        int kh, int kw, int sh, int sw, int ph, int pw,
-                        Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """``cols[(c*KH + p)*KW + q, i*OW + j] = x_pad[c, i*sh + p, j*sw + q]`` for one image ``x`` (C, H, W)."""
-    cdef Py_ssize_t c, p, q, i, j, row, j_lo, j_hi, P = oh * ow
+cdef void _im2col_rows(const floating* x, floating* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                       int kh, int kw, int sh, int sw, int ph, int pw,
+                       Py_ssize_t i_lo, Py_ssize_t i_hi, Py_ssize_t ow) noexcept nogil:
+    """``cols[(c*KH + p)*KW + q, (i - i_lo)*OW + j] = x_pad[c, i*sh + p, j*sw + q]`` for the output rows
+    ``i_lo <= i < i_hi`` of one image ``x`` (C, H, W); all rows (``0, OH``) give the image's im2col."""
+    cdef Py_ssize_t c, p, q, i, j, row, j_lo, j_hi, P = (i_hi - i_lo) * ow
     cdef floating* out
     cdef const floating* src
     for c in range(C):
         for p in range(kh):
             for q in range(kw):
-                out = cols + ((c * kh + p) * kw + q) * P
                 _valid_columns(ow, W, sw, q - pw, &j_lo, &j_hi)
-                for i in range(oh):
+                for i in range(i_lo, i_hi):
+                    out = cols + ((c * kh + p) * kw + q) * P + (i - i_lo) * ow
                     row = i * sh + p - ph
                     if row < 0 or row >= H:
                         for j in range(ow):
-                            out[i * ow + j] = 0
+                            out[j] = 0
                         continue
                     src = x + (c * H + row) * W + q - pw
                     for j in range(j_lo):
-                        out[i * ow + j] = 0
+                        out[j] = 0
                     if sw == 1:  # a contiguous run: the compiler vectorizes this copy
                         for j in range(j_lo, j_hi):
-                            out[i * ow + j] = src[j]
+                            out[j] = src[j]
                     else:
                         for j in range(j_lo, j_hi):
-                            out[i * ow + j] = src[j * sw]
+                            out[j] = src[j * sw]
                     for j in range(j_hi, ow):
-                        out[i * ow + j] = 0
+                        out[j] = 0
 
 
 cdef void _col2im_image(const floating* cols, floating* grad_x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                         int kh, int kw, int sh, int sw, int ph, int pw,
                         Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """The adjoint of ``_im2col_image``: ``grad_x[c, i*sh+p-ph, j*sw+q-pw] += cols[k, i*OW + j]``
+    """The adjoint of ``_im2col_rows`` over all rows: ``grad_x[c, i*sh+p-ph, j*sw+q-pw] += cols[k, i*OW + j]``
     (``grad_x`` is overwritten)."""
     cdef Py_ssize_t c, p, q, i, j, row, j_lo, j_hi, P = oh * ow
     cdef const floating* src
@@ -79,37 +80,50 @@ cdef void _col2im_image(const floating* cols, floating* grad_x, Py_ssize_t C, Py
 
 
 def _conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[::1] bias,
-                  bint has_bias, floating[:, :, ::1] y, floating[:, :, ::1] cols,
+                  bint has_bias, floating[:, :, ::1] y, floating[:, ::1] cols, bint pointwise, Py_ssize_t row_blocks,
                   int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
-    """Per image n: ``cols = im2col(x[n])``; ``y[n] = wmat @ cols (+ bias)``. ``cols[t]`` is thread t's buffer."""
+    """Per image n and block b of its output rows ``[i_lo, i_hi)`` (``Pb`` pixels from ``i_lo·OW``):
+    ``y[n][:, i_lo·OW : i_lo·OW + Pb] = wmat @ cols (+ bias)`` with ``cols`` (K × Pb) the im2col of those
+    rows in thread t's buffer ``cols[t]``, or, for a pointwise convolution (1×1, stride 1, no padding,
+    whose im2col is the image itself), the columns of ``x[n]`` (C × HW) read in place."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, n
+    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, item, n, i_lo, i_hi, pb
     cdef int nt = cols.shape[0], t
     with nogil, parallel(num_threads=nt):
         t = threadid()
-        for n in prange(N, schedule="static"):
-            _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
-            _gemm(False, False, F, P, K, 1, &wmat[0, 0], K, &cols[t, 0, 0], P, 0, &y[n, 0, 0], P)
+        for item in prange(N * row_blocks, schedule="static"):
+            n = item // row_blocks
+            i_lo = _block_start(oh, item % row_blocks, row_blocks)
+            i_hi = _block_start(oh, item % row_blocks + 1, row_blocks)
+            pb = (i_hi - i_lo) * ow
+            if pointwise:
+                _gemm(False, False, F, pb, K, 1, &wmat[0, 0], K, &x[n, 0, 0, 0] + i_lo * ow, P,
+                      0, &y[n, 0, i_lo * ow], P)
+            else:
+                _im2col_rows(&x[n, 0, 0, 0], &cols[t, 0], C, H, W, kh, kw, sh, sw, ph, pw, i_lo, i_hi, ow)
+                _gemm(False, False, F, pb, K, 1, &wmat[0, 0], K, &cols[t, 0], pb, 0, &y[n, 0, i_lo * ow], P)
             if has_bias:
-                _add_row_bias(&y[n, 0, 0], &bias[0], F, P)
+                _add_row_bias(&y[n, 0, i_lo * ow], &bias[0], F, pb, P)
 
 
-cdef void _add_row_bias(floating* y, const floating* bias, Py_ssize_t rows, Py_ssize_t length) noexcept nogil:
-    """``y[r, :] += bias[r]`` for a (rows, length) block."""
+cdef void _add_row_bias(floating* y, const floating* bias, Py_ssize_t rows, Py_ssize_t length,
+                        Py_ssize_t stride) noexcept nogil:
+    """``y[r, :length] += bias[r]`` for ``rows`` rows ``stride`` elements apart."""
     cdef Py_ssize_t r, i
     cdef floating b
     for r in range(rows):
         b = bias[r]
         for i in range(length):
-            y[r * length + i] += b
+            y[r * stride + i] += b
 
 
 def _conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[:, :, ::1] grad_y,
                    floating[:, :, :, ::1] grad_x, floating[:, :, ::1] grad_w_blocks,
-                   floating[:, :, ::1] cols, bint need_input_grad, bint need_weight_grad,
+                   floating[:, ::1] cols, bint need_input_grad, bint need_weight_grad, bint pointwise,
                    int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
     """For every image n of block b (on thread t): ``grad_w_blocks[b] += grad_y[n] @ im2col(x[n])ᵀ`` and
-    ``grad_x[n] = col2im(wmatᵀ @ grad_y[n])``. The caller sums ``grad_w_blocks`` over b. The blocks
+    ``grad_x[n] = col2im(wmatᵀ @ grad_y[n])``; pointwise (im2col and col2im are the identity), ``x[n]``
+    is read and ``grad_x[n]`` written in place. The caller sums ``grad_w_blocks`` over b. The blocks
     depend on the batch size only, not on the thread count, so neither does the result."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, blocks = grad_w_blocks.shape[0], b, n
@@ -118,38 +132,58 @@ def _conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, 
         t = threadid()
         for b in prange(blocks, schedule="static"):
             for n in range((N * b) // blocks, (N * (b + 1)) // blocks):
-                if need_weight_grad:
-                    _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
-                    _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0, 0], P,
-                          1, &grad_w_blocks[b, 0, 0], K)
-                if need_input_grad:
-                    _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &cols[t, 0, 0], P)
-                    _col2im_image(&cols[t, 0, 0], &grad_x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+                if need_weight_grad and pointwise:
+                    _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &x[n, 0, 0, 0], P, 1, &grad_w_blocks[b, 0, 0], K)
+                elif need_weight_grad:
+                    _im2col_rows(&x[n, 0, 0, 0], &cols[t, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, oh, ow)
+                    _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0], P, 1, &grad_w_blocks[b, 0, 0], K)
+                if need_input_grad and pointwise:
+                    _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &grad_x[n, 0, 0, 0], P)
+                elif need_input_grad:
+                    _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &cols[t, 0], P)
+                    _col2im_image(&cols[t, 0], &grad_x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
 
 
 WEIGHT_GRAD_BLOCKS = 16  # the batch is cut into at most this many blocks of images for ∂L/∂W
+FORWARD_BLOCK_PIXELS = 256  # an image's forward GEMM is cut into blocks of output rows of about this many pixels
 
 
 def _geometry(x, weight, stride, padding):
-    """(K, OH, OW, threads) of a convolution: ``K = C·KH·KW`` rows per im2col buffer."""
+    """(K, OH, OW, pointwise) of a convolution: ``K = C·KH·KW`` rows per im2col buffer; ``pointwise``: a 1×1
+    kernel with stride 1 and no padding, whose im2col is the image itself (``K = C``, ``OH·OW = H·W``)."""
     n, c, h, w = x.shape
     kh, kw = weight.shape[2], weight.shape[3]
     oh, ow = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
     _check_blas_sizes(weight.shape[0], c * kh * kw, oh * ow)
-    return c * kh * kw, oh, ow, _threads_for(n, <double> n * weight.shape[0] * c * kh * kw * oh * ow)
+    pointwise = (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+    return c * kh * kw, oh, ow, pointwise
+
+
+def forward_row_blocks(f, k, oh, ow):
+    """How many blocks of output rows an image's forward GEMM (f×k by k×OH·OW) is cut into: enough to
+    share one image among threads and keep each block's im2col in cache, at least ``FORWARD_BLOCK_PIXELS``
+    pixels each. Fixed by the layer's shapes, never by the batch or the thread count, so an image's
+    output is the same bits in any batch and with any number of threads."""
+    if <double> f * k * oh * ow < PARALLEL_MIN_WORK:
+        return 1
+    return max(1, min(oh, (oh * ow) // FORWARD_BLOCK_PIXELS))
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
-    """Compiled :func:`nnscratch.backends.reference.conv2d_forward`: per image, im2col then one GEMM."""
-    k, oh, ow, nt = _geometry(x, weight, stride, padding)
+    """Compiled :func:`nnscratch.backends.reference.conv2d_forward`: per block of an image's output rows,
+    im2col then one GEMM (pointwise convolutions: the GEMM alone)."""
+    k, oh, ow, pointwise = _geometry(x, weight, stride, padding)
     n, f = x.shape[0], weight.shape[0]
     y = np.empty((n, f, oh * ow), dtype=x.dtype)
     if y.size == 0:
         return y.reshape(n, f, oh, ow)
-    cols = np.empty((nt, k, oh * ow), dtype=x.dtype)
+    blocks = forward_row_blocks(f, k, oh, ow)
+    nt = _threads_for(n * blocks, <double> n * f * k * oh * ow)
+    cols = np.empty((nt, 1 if pointwise else k * ((oh + blocks - 1) // blocks) * ow), dtype=x.dtype)
     has_bias = bias is not None
     _conv_forward(x, weight.reshape(f, k), bias if has_bias else np.zeros(f, x.dtype), has_bias, y, cols,
-                  weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1], oh, ow)
+                  pointwise, blocks, weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1],
+                  oh, ow)
     return y.reshape(n, f, oh, ow)
 
 
@@ -157,19 +191,21 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
     """Compiled :func:`nnscratch.backends.reference.conv2d_backward`.
 
     ``∂L/∂W_mat = Σ_n grad_y[n] @ im2col(x[n])ᵀ`` and ``∂L/∂x[n] = col2im(W_matᵀ @ grad_y[n])``:
-    col2im sums every window's share back onto the input pixels it came from.
+    col2im sums every window's share back onto the input pixels it came from (pointwise: ``Σ_n grad_y[n] @ x[n]ᵀ``
+    and ``W_matᵀ @ grad_y[n]``).
     """
-    k, oh, ow, nt = _geometry(x, weight, stride, padding)
+    k, oh, ow, pointwise = _geometry(x, weight, stride, padding)
     n, f = x.shape[0], weight.shape[0]
     blocks = max(1, min(n, WEIGHT_GRAD_BLOCKS))
     grad_x = np.empty_like(x) if need_input_grad else None  # every image's col2im overwrites its slice
     parts = np.zeros((blocks, f, k), dtype=x.dtype) if need_weight_grad else None
     if n > 0 and (need_input_grad or need_weight_grad):
-        cols = np.empty((_threads_for(blocks, <double> n * f * k * oh * ow), k, oh * ow), dtype=x.dtype)
+        nt = _threads_for(blocks, <double> n * f * k * oh * ow)
+        cols = np.empty((nt, 1 if pointwise else k * oh * ow), dtype=x.dtype)
         _conv_backward(x, weight.reshape(f, k), grad_y.reshape(n, f, oh * ow),
                        grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
                        parts if need_weight_grad else np.empty((blocks, 1, 1), x.dtype), cols,
-                       need_input_grad, need_weight_grad,
+                       need_input_grad, need_weight_grad, pointwise,
                        weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1], oh, ow)
     grad_weight = parts.sum(axis=0).reshape(weight.shape) if need_weight_grad else None
     return grad_x, grad_weight
