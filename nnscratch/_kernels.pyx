@@ -256,14 +256,20 @@ def sgd_update(param, grad, buffer, lr, momentum, dampening, weight_decay, neste
 
 MATMUL_BLOCKS = 4  # a matrix product big enough for threads is cut into this many blocks
 
+cdef enum:
+    BY_ROWS, BY_COLUMNS, BY_DEPTH  # the side of an (m×k)·(k×n) product that _matmul cuts
 
-cdef Py_ssize_t _matmul_blocks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint* by_rows, Py_ssize_t* length):
-    """How ``_matmul`` cuts an (m×k)·(k×n) product: along the rows of ``c`` (``by_rows``) or its
-    columns, whichever is longer (``length``); returns the number of blocks. Block ``i`` covers
-    ``[length·i // blocks, length·(i+1) // blocks)`` (``_block_start``), in 64-bit arithmetic."""
-    by_rows[0] = m >= n
-    length[0] = m if by_rows[0] else n
-    return 1 if <double> m * n * k < PARALLEL_MIN_WORK else min(length[0], <Py_ssize_t> MATMUL_BLOCKS)
+MATMUL_SIDES = ("rows", "columns", "depth")
+
+
+cdef Py_ssize_t _matmul_blocks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int* side, Py_ssize_t* length):
+    """How ``_matmul`` cuts an (m×k)·(k×n) product: along its longest side (``length``): the rows of
+    ``c`` (m), its columns (n), or the depth k of the sum; returns the number of blocks. Block ``i``
+    covers ``[length·i // blocks, length·(i+1) // blocks)`` (``_block_start``), in 64-bit arithmetic."""
+    cdef bint small = <double> m * n * k < PARALLEL_MIN_WORK  # one block: no depth cut (nothing to add up)
+    side[0] = BY_DEPTH if k > max(m, n) and not small else (BY_ROWS if m >= n else BY_COLUMNS)
+    length[0] = k if side[0] == BY_DEPTH else (m if side[0] == BY_ROWS else n)
+    return 1 if small else min(length[0], <Py_ssize_t> MATMUL_BLOCKS)
 
 
 cdef inline Py_ssize_t _block_start(Py_ssize_t length, Py_ssize_t i, Py_ssize_t blocks) noexcept nogil:
@@ -271,46 +277,61 @@ cdef inline Py_ssize_t _block_start(Py_ssize_t length, Py_ssize_t i, Py_ssize_t 
 
 
 def matmul_blocks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
-    """The blocks of ``_matmul`` for an (m×k)·(k×n) product, as ``("rows" or "columns", [(lo, hi), ...])``
+    """The blocks of ``_matmul`` for an (m×k)·(k×n) product, as ``("rows", "columns" or "depth", [(lo, hi), ...])``
     (shown, and tested for sizes too large to allocate)."""
-    cdef bint by_rows
-    cdef Py_ssize_t length, blocks = _matmul_blocks(m, n, k, &by_rows, &length), i
-    return ("rows" if by_rows else "columns",
-            [(_block_start(length, i, blocks), _block_start(length, i + 1, blocks)) for i in range(blocks)])
+    cdef int side
+    cdef Py_ssize_t length, blocks = _matmul_blocks(m, n, k, &side, &length), i
+    return (MATMUL_SIDES[side], [(_block_start(length, i, blocks), _block_start(length, i + 1, blocks)) for i in range(blocks)])
 
 
 def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
             bint trans_a, bint trans_b):
-    """``c = op(a) @ op(b)``, cut into blocks of rows of ``c`` or of columns, whichever side is
-    longer (a block then reads only its share of the larger operand: BLAS copies every operand
-    into its own packed layout, so cutting the short side would have each block pack the whole
-    large matrix). The blocks depend on the shapes only, never on the thread count: BLAS picks
-    its kernels by size, so blocks that changed with the threads would change the rounding."""
+    """``c = op(a) @ op(b)``, cut into blocks along its longest side, a block then reading only its
+    share of the larger operands (BLAS copies every operand into its own packed layout, so cutting a
+    short side would have each block pack a whole large matrix): rows of ``c``, columns of ``c``, or
+    the depth of the sum, ``c = Σ_i op(a)[:, K_i] @ op(b)[K_i, :]``, each block's product in its own
+    buffer ``parts[i]``, added in block order. The blocks depend on the shapes only, never on the
+    thread count: BLAS picks its kernels by size, so blocks that changed with the threads would change
+    the rounding."""
     cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef bint by_rows
-    cdef Py_ssize_t length, blocks = _matmul_blocks(m, n, k, &by_rows, &length), i, lo, hi
+    cdef int side
+    cdef Py_ssize_t length, blocks = _matmul_blocks(m, n, k, &side, &length), i, lo, hi
     cdef int nt = _threads_for(blocks, <double> m * n * k)
     cdef const floating* a_block
     cdef const floating* b_block
+    cdef floating[:, :, ::1] parts
     if m == 0 or n == 0:
         return
     if k == 0:
         c[:, :] = 0
         return
     _check_blas_sizes(m, n, k, a.shape[1], b.shape[1])
+    out = np.asarray(c)
+    parts = np.empty((1, 1, 1), dtype=out.dtype)
+    if side == BY_DEPTH:
+        parts = np.empty((blocks, m, n), dtype=out.dtype)
     with nogil:
         for i in prange(blocks, schedule="static", num_threads=nt):
             lo = _block_start(length, i, blocks)
             hi = _block_start(length, i + 1, blocks)
-            if by_rows:  # rows lo..hi of op(a): rows of a, or (transposed) columns of a
+            if side == BY_ROWS:  # rows lo..hi of op(a): rows of a, or (transposed) columns of a
                 a_block = &a[0, lo] if trans_a else &a[lo, 0]
                 _gemm(trans_a, trans_b, hi - lo, n, k, 1, a_block, a.shape[1], &b[0, 0], b.shape[1],
                       0, &c[lo, 0], c.shape[1])
-            else:  # columns lo..hi of op(b): columns of b, or (transposed) rows of b
+            elif side == BY_COLUMNS:  # columns lo..hi of op(b): columns of b, or (transposed) rows of b
                 b_block = &b[lo, 0] if trans_b else &b[0, lo]
                 _gemm(trans_a, trans_b, m, hi - lo, k, 1, &a[0, 0], a.shape[1], b_block, b.shape[1],
                       0, &c[0, lo], c.shape[1])
+            else:  # columns lo..hi of op(a) and rows lo..hi of op(b)
+                a_block = &a[lo, 0] if trans_a else &a[0, lo]
+                b_block = &b[0, lo] if trans_b else &b[lo, 0]
+                _gemm(trans_a, trans_b, m, n, hi - lo, 1, a_block, a.shape[1], b_block, b.shape[1],
+                      0, &parts[i, 0, 0], n)
+    if side == BY_DEPTH:  # added in block order, whatever the threads
+        out[...] = parts[0]
+        for i in range(1, blocks):
+            out += parts[i]
 
 
 def linear_forward(x, weight, bias):

@@ -118,34 +118,47 @@ cdef void _add_row_bias(floating* y, const floating* bias, Py_ssize_t rows, Py_s
 
 
 def _conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, const floating[:, :, ::1] grad_y,
-                   floating[:, :, :, ::1] grad_x, floating[:, :, ::1] grad_w_blocks,
-                   floating[:, ::1] cols, bint need_input_grad, bint need_weight_grad, bint pointwise,
+                   floating[:, :, :, ::1] grad_x, floating[:, :, ::1] grad_w_blocks, floating[:, ::1] cols,
+                   bint need_input_grad, bint need_weight_grad, bint pointwise, Py_ssize_t channel_blocks,
                    int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t oh, Py_ssize_t ow):
-    """For every image n of block b (on thread t): ``grad_w_blocks[b] += grad_y[n] @ im2col(x[n])ᵀ`` and
-    ``grad_x[n] = col2im(wmatᵀ @ grad_y[n])``; pointwise (im2col and col2im are the identity), ``x[n]``
-    is read and ``grad_x[n]`` written in place. The caller sums ``grad_w_blocks`` over b. The blocks
-    depend on the batch size only, not on the thread count, so neither does the result."""
+    """For every image n of batch block b and every block of input channels ``[c_lo, c_hi)``, whose
+    rows of im2col are ``[k_lo, k_hi) = [c_lo·KH·KW, c_hi·KH·KW)`` (on thread t):
+    ``grad_w_blocks[b][:, k_lo:k_hi] += grad_y[n] @ im2col(x[n, c_lo:c_hi])ᵀ`` and
+    ``grad_x[n, c_lo:c_hi] = col2im(wmat[:, k_lo:k_hi]ᵀ @ grad_y[n])``; pointwise (im2col and col2im are
+    the identity), ``x[n]`` is read and ``grad_x[n]`` written in place. Every piece writes its own
+    columns of ∂L/∂W and its own channels of ∂L/∂x, and each sum keeps its length (P for ∂L/∂W, F
+    for ∂L/∂x); the caller sums ``grad_w_blocks`` over b. The blocks depend on the shapes only, not on
+    the thread count, so neither does the result."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, blocks = grad_w_blocks.shape[0], b, n
+    cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, blocks = grad_w_blocks.shape[0]
+    cdef Py_ssize_t item, b, n, c_lo, c_hi, k_lo, kb
     cdef int nt = cols.shape[0], t
     with nogil, parallel(num_threads=nt):
         t = threadid()
-        for b in prange(blocks, schedule="static"):
+        for item in prange(blocks * channel_blocks, schedule="static"):
+            b = item // channel_blocks
+            c_lo = _block_start(C, item % channel_blocks, channel_blocks)
+            c_hi = _block_start(C, item % channel_blocks + 1, channel_blocks)
+            k_lo = c_lo * kh * kw
+            kb = (c_hi - c_lo) * kh * kw
             for n in range((N * b) // blocks, (N * (b + 1)) // blocks):
                 if need_weight_grad and pointwise:
-                    _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &x[n, 0, 0, 0], P, 1, &grad_w_blocks[b, 0, 0], K)
+                    _gemm(False, True, F, kb, P, 1, &grad_y[n, 0, 0], P, &x[n, c_lo, 0, 0], P,
+                          1, &grad_w_blocks[b, 0, k_lo], K)
                 elif need_weight_grad:
-                    _im2col_rows(&x[n, 0, 0, 0], &cols[t, 0], C, H, W, kh, kw, sh, sw, ph, pw, 0, oh, ow)
-                    _gemm(False, True, F, K, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0], P, 1, &grad_w_blocks[b, 0, 0], K)
+                    _im2col_rows(&x[n, c_lo, 0, 0], &cols[t, 0], c_hi - c_lo, H, W, kh, kw, sh, sw, ph, pw, 0, oh, ow)
+                    _gemm(False, True, F, kb, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0], P, 1, &grad_w_blocks[b, 0, k_lo], K)
                 if need_input_grad and pointwise:
-                    _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &grad_x[n, 0, 0, 0], P)
+                    _gemm(True, False, kb, P, F, 1, &wmat[0, k_lo], K, &grad_y[n, 0, 0], P, 0, &grad_x[n, c_lo, 0, 0], P)
                 elif need_input_grad:
-                    _gemm(True, False, K, P, F, 1, &wmat[0, 0], K, &grad_y[n, 0, 0], P, 0, &cols[t, 0], P)
-                    _col2im_image(&cols[t, 0], &grad_x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
+                    _gemm(True, False, kb, P, F, 1, &wmat[0, k_lo], K, &grad_y[n, 0, 0], P, 0, &cols[t, 0], P)
+                    _col2im_image(&cols[t, 0], &grad_x[n, c_lo, 0, 0], c_hi - c_lo, H, W, kh, kw, sh, sw, ph, pw, oh, ow)
 
 
 WEIGHT_GRAD_BLOCKS = 16  # the batch is cut into at most this many blocks of images for ∂L/∂W
+SPLIT_MIN_WORK = 1 << 20  # multiply-adds of one image's convolution below which its work is not cut
 FORWARD_BLOCK_PIXELS = 256  # an image's forward GEMM is cut into blocks of output rows of about this many pixels
+BACKWARD_MIN_PIECES = 2  # a backward over fewer images than this is also cut into blocks of input channels
 
 
 def _geometry(x, weight, stride, padding):
@@ -164,9 +177,21 @@ def forward_row_blocks(f, k, oh, ow):
     share one image among threads and keep each block's im2col in cache, at least ``FORWARD_BLOCK_PIXELS``
     pixels each. Fixed by the layer's shapes, never by the batch or the thread count, so an image's
     output is the same bits in any batch and with any number of threads."""
-    if <double> f * k * oh * ow < PARALLEL_MIN_WORK:
+    if <double> f * k * oh * ow < SPLIT_MIN_WORK:
         return 1
     return max(1, min(oh, (oh * ow) // FORWARD_BLOCK_PIXELS))
+
+
+def backward_channel_blocks(n, f, c, k, p):
+    """How many blocks of input channels a backward over ``n`` images (``c`` channels, ``k`` im2col rows,
+    ``p`` output pixels, ``f`` filters) is cut into: one when there are at least ``BACKWARD_MIN_PIECES``
+    images, else enough for that many pieces, so that one image can use several threads (cutting a
+    batch's images too costs more than it saves: each piece's products get smaller). Fixed by the
+    shapes and the batch size, never by the thread count; every element of ∂L/∂x is the same sum
+    over the filters whatever the blocks."""
+    if n >= BACKWARD_MIN_PIECES or <double> f * k * p < SPLIT_MIN_WORK:
+        return 1
+    return max(1, min(c, (BACKWARD_MIN_PIECES + n - 1) // n))
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
@@ -195,17 +220,19 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
     and ``W_matᵀ @ grad_y[n]``).
     """
     k, oh, ow, pointwise = _geometry(x, weight, stride, padding)
-    n, f = x.shape[0], weight.shape[0]
+    n, f, c = x.shape[0], weight.shape[0], x.shape[1]
     blocks = max(1, min(n, WEIGHT_GRAD_BLOCKS))
+    channel_blocks = backward_channel_blocks(n, f, c, k, oh * ow)
     grad_x = np.empty_like(x) if need_input_grad else None  # every image's col2im overwrites its slice
     parts = np.zeros((blocks, f, k), dtype=x.dtype) if need_weight_grad else None
     if n > 0 and (need_input_grad or need_weight_grad):
-        nt = _threads_for(blocks, <double> n * f * k * oh * ow)
-        cols = np.empty((nt, 1 if pointwise else k * oh * ow), dtype=x.dtype)
+        nt = _threads_for(blocks * channel_blocks, <double> n * f * k * oh * ow)
+        cols = np.empty((nt, 1 if pointwise else ((c + channel_blocks - 1) // channel_blocks) * weight.shape[2] * weight.shape[3] * oh * ow),
+                        dtype=x.dtype)
         _conv_backward(x, weight.reshape(f, k), grad_y.reshape(n, f, oh * ow),
                        grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
                        parts if need_weight_grad else np.empty((blocks, 1, 1), x.dtype), cols,
-                       need_input_grad, need_weight_grad, pointwise,
+                       need_input_grad, need_weight_grad, pointwise, channel_blocks,
                        weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1], oh, ow)
     grad_weight = parts.sum(axis=0).reshape(weight.shape) if need_weight_grad else None
     return grad_x, grad_weight

@@ -2,16 +2,18 @@
 
 * a pointwise convolution (1×1 kernel, stride 1, no padding) skips im2col and col2im: its im2col is
   the image itself, so ``y[n] = W x[n]``, ``∂L/∂x[n] = Wᵀ ∂L/∂y[n]``, ``∂L/∂W = Σ_n ∂L/∂y[n] x[n]ᵀ``;
-* an image's forward GEMM is cut into blocks of output rows (``_kernels.forward_row_blocks``), fixed
-  by the layer's shapes, so one image can use every thread and each block's im2col stays in cache.
+* an image's forward GEMM is cut into blocks of output rows (``_kernels.forward_row_blocks``), and its
+  backward into blocks of input channels (``_kernels.backward_channel_blocks``), fixed by the layer's
+  shapes, so one image can use every thread and each block's im2col stays in cache.
 
 For both: equal to the reference (hypothesis, over shapes, strides, paddings, batch 1 and N < threads),
 bit-identical for 1 and 2 threads, an image's output independent of the batch around it, and a
 float64 gradient check through a layer (``tests/test_kernels_equal.py`` covers the general case).
+The ``small_blocks`` fixture shrinks the blocks so that small (fast) shapes are cut into many uneven ones.
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nnscratch as nn
@@ -20,6 +22,17 @@ from nnscratch.gradient_check import gradcheck
 
 from strategies import compiled_kernels
 from test_kernels_equal import DTYPES, SETTINGS, assert_close
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Cut every image with more than a few multiply-adds into blocks of 8 pixels, a backward over fewer than 4 images
+    into blocks of channels."""
+    K = compiled_kernels()
+    monkeypatch.setattr(K, "SPLIT_MIN_WORK", 100)
+    monkeypatch.setattr(K, "FORWARD_BLOCK_PIXELS", 8)
+    monkeypatch.setattr(K, "BACKWARD_MIN_PIECES", 4)
+    return K
 
 
 @st.composite
@@ -48,10 +61,12 @@ def arrays(case):
     return rng, x, weight, bias
 
 
-@settings(max_examples=80, **SETTINGS)
+# small_blocks only sets constants, the same for every example: sharing it between examples is safe
+@settings(max_examples=80, **dict(SETTINGS, suppress_health_check=[*SETTINGS["suppress_health_check"],
+                                                                   HealthCheck.function_scoped_fixture]))
 @given(case=direct_cases(), need_input_grad=st.booleans())
-def test_direct_paths_equal_the_reference(case, need_input_grad):
-    K = compiled_kernels()
+def test_direct_paths_equal_the_reference(small_blocks, case, need_input_grad):
+    K = small_blocks
     rng, x, weight, bias = arrays(case)
     y = K.conv2d_forward(x, weight, bias, case["stride"], case["padding"])
     assert_close(y, R.conv2d_forward(x, weight, bias, case["stride"], case["padding"]), f"forward {case}")
@@ -65,12 +80,15 @@ def test_direct_paths_equal_the_reference(case, need_input_grad):
         assert got_x is None
 
 
-def test_row_blocks_depend_on_the_shapes_only():
+def test_blocks():
     K = compiled_kernels()
-    assert K.forward_row_blocks(64, 32 * 9, 24, 24) >= 2  # the seed's conv2: one image fills two threads
-    assert K.forward_row_blocks(4, 1, 3, 3) == 1  # too little work to share
+    # the seed's conv2 on one image fills two threads, forward and backward
+    assert K.forward_row_blocks(64, 32 * 9, 24, 24) >= 2 and K.backward_channel_blocks(1, 64, 32, 32 * 9, 24 * 24) >= 2
+    assert K.backward_channel_blocks(64, 64, 32, 32 * 9, 24 * 24) == 1  # a batch: its images fill the threads
+    assert K.forward_row_blocks(32, 9, 26, 26) == K.backward_channel_blocks(1, 32, 1, 9, 26 * 26) == 1  # conv1: too little
     assert K.forward_row_blocks(64, 3 * 49, 112, 112) <= 112  # never more blocks than rows
     assert K.forward_row_blocks(1 << 10, 1 << 10, 1, 1 << 12) == 1  # one output row: one block
+    assert K.backward_channel_blocks(1, 64, 3, 3 * 49, 112 * 112) <= 3  # never more blocks than channels
 
 
 # (N, C, F, H, W, kernel, stride, padding): pointwise, and row-blocked with N below, at and above 2 threads
@@ -90,8 +108,8 @@ def _run(K, x, weight, bias, grad_y, stride, padding):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n, c, f, h, w, kernel, stride, padding", SHAPES)
-def test_threads_and_batch_do_not_change_the_bits(dtype, n, c, f, h, w, kernel, stride, padding):
-    K = compiled_kernels()
+def test_threads_and_batch_do_not_change_the_bits(small_blocks, dtype, n, c, f, h, w, kernel, stride, padding):
+    K = small_blocks
     rng = np.random.default_rng(n * 100 + h)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     weight = rng.standard_normal((f, c) + kernel).astype(dtype)
@@ -120,15 +138,15 @@ def test_threads_and_batch_do_not_change_the_bits(dtype, n, c, f, h, w, kernel, 
 
 
 @pytest.mark.parametrize("cin, cout, kernel, h", [pytest.param(3, 4, 1, 6, id="pointwise"),
-                                                  pytest.param(1, 16, 3, 25, id="row_blocks")])
-def test_gradcheck_float64(cin, cout, kernel, h):
+                                                  pytest.param(3, 8, 3, 9, id="blocks")])
+def test_gradcheck_float64(small_blocks, cin, cout, kernel, h):
     """One thread (finite differences run thousands of tiny calls; the blocks do not depend on it)."""
     rng = np.random.default_rng(5)
     layer = nn.Conv2d(cin, cout, kernel, dtype=np.float64, generator=rng)
     layer.bias.data[:] = rng.standard_normal(cout)
     x = rng.standard_normal((1, cin, h, h))
-    if kernel == 3:  # the compiled forward really cuts this image into row blocks
-        assert compiled_kernels().forward_row_blocks(cout, cin * 9, h - 2, h - 2) >= 2
+    assert small_blocks.forward_row_blocks(cout, cin * kernel**2, h - kernel + 1, h - kernel + 1) >= 2
+    assert small_blocks.backward_channel_blocks(1, cout, cin, cin * kernel**2, (h - kernel + 1) ** 2) >= 2
     previous = nn.get_num_threads()
     try:
         nn.set_num_threads(1)
@@ -137,3 +155,30 @@ def test_gradcheck_float64(cin, cout, kernel, h):
     finally:
         nn.set_num_threads(previous)
     assert set(errors) == {"input", "weight", "bias"}
+
+
+# ----------------------------------------------------------------------------- dense: the depth cut
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, fin, fout", [(64, 2305, 32), (3, 1000, 40), (1, 70000, 1)])
+def test_linear_depth_cut(dtype, n, fin, fout):
+    """``y = x Wᵀ`` with in_features the longest side (the seed Net's fc1, 64 × 9216 by 9216 × 128) is cut
+    along the sum, ``Σ_i x[:, K_i] W[:, K_i]ᵀ``, partial products added in block order: equal to the
+    reference, bit-identical for 1 and 2 threads (``test_kernels_equal`` checks the other two sides)."""
+    K = compiled_kernels()
+    side, blocks = K.matmul_blocks(n, fout, fin)
+    assert side == "depth" and len(blocks) == K.MATMUL_BLOCKS
+    rng = np.random.default_rng(fin)
+    x = rng.standard_normal((n, fin)).astype(dtype)
+    weight = rng.standard_normal((fout, fin)).astype(dtype)
+    bias = rng.standard_normal(fout).astype(dtype)
+    previous = nn.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            nn.set_num_threads(threads)
+            runs.append(K.linear_forward(x, weight, bias))
+    finally:
+        nn.set_num_threads(previous)
+    assert np.array_equal(runs[0], runs[1]), "linear forward differs between 1 and 2 threads"
+    assert_close(runs[0], R.linear_forward(x, weight, bias), "linear forward")
