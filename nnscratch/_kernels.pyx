@@ -19,7 +19,9 @@ NCHW output. That is the formula of :func:`nnscratch.backends.reference.conv2d_f
 sum over (c, p, q) done by a single-threaded BLAS call (scipy's ``cython_blas``, held at one
 thread while a kernel runs: ``nnscratch.backends.kernel_blas``); the parallelism is ours, over
 images, so one pool of threads owns the cores (a multi-threaded BLAS inside or beside OpenMP
-loops makes the two pools fight for them).
+loops makes the two pools fight for them). A large image is cut further, into blocks of output rows
+(forward) or, when the batch has too few images for the threads, of input channels (backward); a
+pointwise convolution (1×1, stride 1, no padding) skips im2col: see ``_kernels_conv.pxi``.
 
 This file holds the shared pieces, the element-wise kernels, SGD and the matrix product; the
 convolution kernels are in ``_kernels_conv.pxi`` and the pooling kernels in ``_kernels_pool.pxi``,
