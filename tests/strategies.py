@@ -68,6 +68,17 @@ def pair(value):
     return (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
 
 
+def conv_arrays(case):
+    """``(rng, x, weight, bias)`` of a convolution case (a dict with n, c, f, h, w, kernel, bias, dtype, seed), drawn
+    from the case's seed."""
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dt)
+    weight = rng.standard_normal((case["f"], case["c"]) + case["kernel"]).astype(dt)
+    bias = rng.standard_normal(case["f"]).astype(dt) if case["bias"] else None
+    return rng, x, weight, bias
+
+
 def output_hw(h, w, kernel, stride, padding):
     """Output height and width of a convolution or pooling window: ``(h + 2p - k) // s + 1`` per axis, by the
     one formula, :func:`nnscratch.reference.output_size`."""

@@ -20,7 +20,7 @@ import nnscratch as nn
 from nnscratch import reference as R
 from nnscratch.gradient_check import gradcheck
 
-from strategies import compiled_kernels
+from strategies import compiled_kernels, conv_arrays
 from test_kernels_equal import DTYPES, SETTINGS, assert_close
 
 
@@ -52,22 +52,13 @@ def direct_cases(draw):
                 seed=draw(st.integers(0, 2**32 - 1)))
 
 
-def arrays(case):
-    rng = np.random.default_rng(case["seed"])
-    dt = case["dtype"]
-    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dt)
-    weight = rng.standard_normal((case["f"], case["c"]) + case["kernel"]).astype(dt)
-    bias = rng.standard_normal(case["f"]).astype(dt) if case["bias"] else None
-    return rng, x, weight, bias
-
-
 # small_blocks only sets constants, the same for every example: sharing it between examples is safe
 @settings(max_examples=80, **dict(SETTINGS, suppress_health_check=[*SETTINGS["suppress_health_check"],
                                                                    HealthCheck.function_scoped_fixture]))
 @given(case=direct_cases(), need_input_grad=st.booleans())
 def test_direct_paths_equal_the_reference(small_blocks, case, need_input_grad):
     K = small_blocks
-    rng, x, weight, bias = arrays(case)
+    rng, x, weight, bias = conv_arrays(case)
     y = K.conv2d_forward(x, weight, bias, case["stride"], case["padding"])
     assert_close(y, R.conv2d_forward(x, weight, bias, case["stride"], case["padding"]), f"forward {case}")
     grad_y = rng.standard_normal(y.shape).astype(case["dtype"])

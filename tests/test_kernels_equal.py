@@ -21,7 +21,7 @@ import nnscratch
 from nnscratch import ops
 from nnscratch import reference as R
 
-from strategies import compiled_kernels, output_hw
+from strategies import compiled_kernels, conv_arrays, output_hw
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -76,15 +76,6 @@ def pool_cases(draw, max_n=3, max_hw=9):
         kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), padding=(ph, pw),
         dtype=draw(DTYPES), seed=draw(st.integers(0, 2**32 - 1)),
     )
-
-
-def conv_arrays(case):
-    rng = np.random.default_rng(case["seed"])
-    dt = case["dtype"]
-    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dt)
-    weight = rng.standard_normal((case["f"], case["c"]) + case["kernel"]).astype(dt)
-    bias = rng.standard_normal(case["f"]).astype(dt) if case["bias"] else None
-    return rng, x, weight, bias
 
 
 def out_hw(case):
