@@ -33,11 +33,13 @@ MAX_EPOCH = 1_000_000
 class LRScheduler:
     """Base class: keeps ``base_lrs`` (one per parameter group), ``last_epoch`` and the last rates set.
     Subclasses give :meth:`get_lr` (the rates for ``last_epoch``) and their hyper-parameters in
-    ``HYPER`` (saved in :meth:`state_dict`, checked by ``_check_hyper``)."""
+    ``HYPER`` (passed to this constructor by name, checked by ``_check_hyper``, saved in :meth:`state_dict`)."""
 
     HYPER = ()
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer, **hyper):
+        for name, value in self._check_hyper(**hyper, where=type(self).__name__).items():
+            setattr(self, name, value)
         groups = _param_groups(optimizer, type(self).__name__)
         self.optimizer = optimizer
         self.base_lrs = [_check_rate(g["lr"], f"{type(self).__name__}: group {i} lr") for i, g in enumerate(groups)]
@@ -113,9 +115,7 @@ class StepLR(LRScheduler):
     HYPER = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        for name, value in self._check_hyper(step_size, gamma, where="StepLR").items():
-            setattr(self, name, value)
-        super().__init__(optimizer)
+        super().__init__(optimizer, step_size=step_size, gamma=gamma)
 
     def get_lr(self):
         groups = self.optimizer.param_groups
@@ -141,9 +141,7 @@ class MultiStepLR(LRScheduler):
     HYPER = ("milestones", "gamma")
 
     def __init__(self, optimizer, milestones, gamma=0.1):
-        for name, value in self._check_hyper(milestones, gamma, where="MultiStepLR").items():
-            setattr(self, name, value)
-        super().__init__(optimizer)
+        super().__init__(optimizer, milestones=milestones, gamma=gamma)
 
     def get_lr(self):
         groups = self.optimizer.param_groups
