@@ -22,7 +22,7 @@
 # not drop them; skipping them changes no value); the 2-D ones apply the 1-D ones to the columns,
 # then to the rows of the result: B^T d B = (B^T (B^T d)^T)^T.
 
-from nnscratch.backends.reference_winograd import filter_gradient, transform_filters
+from nnscratch.backends.reference_winograd import filter_gradient, tile_grid, transform_filters
 
 
 cdef inline void _bt_1d(const floating* d, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
@@ -365,7 +365,8 @@ def _winograd_plan(n, c, f, oh, ow, m, dtype, parts=0):
     """``(block, threads, buffers)``: tiles per block (at most one image's tiles: blocks never span two
     images), the threads for the blocks (forward) or for ``parts`` parts (backward), and each thread's
     buffers ``V`` (α² C block), ``M`` (α² F block) and the transforms' scratch (2 α² block)."""
-    tiles, alpha2 = -(-oh // m) * -(-ow // m), (m + 2) ** 2
+    rows, cols = tile_grid(oh, ow, m)
+    tiles, alpha2 = rows * cols, (m + 2) ** 2
     block = min(winograd_block(m, c, f), tiles)
     _check_blas_sizes(f, c, block)
     nt = _threads_for(parts or n * -(-tiles // block), <double> n * tiles * alpha2 * c * f)

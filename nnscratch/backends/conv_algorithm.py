@@ -15,6 +15,8 @@ stands for everywhere, e.g. to compare the algorithms on a whole network. Set to
 """
 import contextlib
 
+from .reference_winograd import tile_grid
+
 ALGORITHMS = ("auto", "direct", "winograd", "winograd_2x2")
 TILE_SIZE = {"winograd": 4, "winograd_2x2": 2}  # m of F(m×m, 3×3)
 
@@ -68,8 +70,8 @@ def choose(name, input_shape, weight_shape, stride, padding, where="conv2d"):
         if not supported or len(input_shape) != 4 or weight_shape[1] < AUTO_MIN_CHANNELS:
             return "direct"
         n, _, h, w = input_shape
-        tiles = n * -(-(h + 2 * padding[0] - 2) // 4) * -(-(w + 2 * padding[1] - 2) // 4)
-        return "winograd" if tiles >= AUTO_MIN_TILES else "direct"
+        rows, cols = tile_grid(h + 2 * padding[0] - 2, w + 2 * padding[1] - 2, TILE_SIZE["winograd"])
+        return "winograd" if n * rows * cols >= AUTO_MIN_TILES else "direct"
     check_supported(name, weight_shape[2:], stride, where)
     return name
 
