@@ -38,7 +38,8 @@ from libc.limits cimport INT_MAX
 from libc.stdint cimport uint64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from nnscratch.backends.reference import SPLITMIX64_GAMMA, SPLITMIX64_MIX, dropout_threshold, output_size
+from nnscratch.backends.reference import (SPLITMIX64_GAMMA, SPLITMIX64_MIX, argmax_outside_message, dropout_threshold,
+                                         output_size)
 
 cdef int _num_threads = 1
 

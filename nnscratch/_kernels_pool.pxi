@@ -38,14 +38,53 @@ cdef void _maxpool_plane(const floating* x, floating* y, long long* argmax, Py_s
             argmax[i * ow + j] = best_at
 
 
-cdef void _maxpool_plane_backward(const floating* grad_y, const long long* argmax, floating* grad_x,
-                                  Py_ssize_t hw, Py_ssize_t outputs) noexcept nogil:
-    """``grad_x[argmax[o]] += grad_y[o]`` over one plane (``grad_x`` overwritten)."""
-    cdef Py_ssize_t o
+cdef inline bint _wins(floating challenger, floating best) noexcept nogil:
+    """Whether ``challenger``, later in window order, replaces ``best``: it is larger, or the first NaN."""
+    return (challenger > best) | ((challenger != challenger) & (best == best))
+
+
+cdef void _maxpool2x2_plane(const floating* x, floating* y, long long* argmax, Py_ssize_t W,
+                            Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """:func:`_maxpool_plane` for the seed's pool (2×2 windows, stride 2, no padding) as a
+    tournament: the left of each row pair against its right, then the top winner against the
+    bottom one. A later pixel wins only by :func:`_wins`, so the winner is the same first maximum
+    (or first NaN). Every step is a select, so the compiler vectorizes the loop over ``j``."""
+    cdef Py_ssize_t i, j, at
+    cdef const floating* top
+    cdef const floating* bottom
+    cdef floating upper, lower
+    cdef Py_ssize_t right_top, right_bottom, down
+    for i in range(oh):
+        top = x + 2 * i * W
+        bottom = top + W
+        for j in range(ow):
+            # integer flags and indexed loads rather than selects on values: no branches
+            right_top = _wins(top[2 * j + 1], top[2 * j])
+            right_bottom = _wins(bottom[2 * j + 1], bottom[2 * j])
+            upper = top[2 * j + right_top]
+            lower = bottom[2 * j + right_bottom]
+            down = _wins(lower, upper)
+            at = (2 * i + down) * W + 2 * j + right_top + down * (right_bottom - right_top)
+            y[i * ow + j] = x[at]
+            argmax[i * ow + j] = at
+
+
+cdef Py_ssize_t _maxpool_plane_backward(const floating* grad_y, const long long* argmax, floating* grad_x,
+                                        Py_ssize_t hw, Py_ssize_t outputs) noexcept nogil:
+    """``grad_x[argmax[o]] += grad_y[o]`` over one plane (``grad_x`` overwritten); returns how many
+    indices fell outside the plane (skipped): the check costs nothing here, and a second pass over
+    ``argmax`` would cost a third of the backward."""
+    cdef Py_ssize_t o, outside = 0
+    cdef long long at
     for o in range(hw):
         grad_x[o] = 0
     for o in range(outputs):
-        grad_x[argmax[o]] += grad_y[o]
+        at = argmax[o]
+        if 0 <= at < hw:
+            grad_x[at] += grad_y[o]
+        else:
+            outside += 1
+    return outside
 
 
 cdef void _avgpool_plane(const floating* x, floating* y, Py_ssize_t H, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow,
@@ -96,15 +135,19 @@ def _maxpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, long lo
     cdef int nt = _threads_for(planes, <double> planes * oh * ow * kh * kw)
     with nogil:
         for s in prange(planes, schedule="static", num_threads=nt):
-            _maxpool_plane(&x[s, 0, 0], &y[s, 0, 0], &argmax[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+            if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+                _maxpool2x2_plane(&x[s, 0, 0], &y[s, 0, 0], &argmax[s, 0, 0], W, oh, ow)
+            else:
+                _maxpool_plane(&x[s, 0, 0], &y[s, 0, 0], &argmax[s, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
 
 
 def _maxpool_backward(const floating[:, ::1] grad_y, const long long[:, ::1] argmax, floating[:, ::1] grad_x):
-    cdef Py_ssize_t planes = grad_x.shape[0], hw = grad_x.shape[1], outputs = grad_y.shape[1], s
+    cdef Py_ssize_t planes = grad_x.shape[0], hw = grad_x.shape[1], outputs = grad_y.shape[1], s, outside = 0
     cdef int nt = _threads_for(planes, <double> planes * (hw + outputs))
     with nogil:
         for s in prange(planes, schedule="static", num_threads=nt):
-            _maxpool_plane_backward(&grad_y[s, 0], &argmax[s, 0], &grad_x[s, 0], hw, outputs)
+            outside += _maxpool_plane_backward(&grad_y[s, 0], &argmax[s, 0], &grad_x[s, 0], hw, outputs)
+    return outside
 
 
 def _avgpool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, int kh, int kw, int sh, int sw, int ph, int pw):
@@ -145,8 +188,9 @@ def maxpool2d_backward(grad_y, argmax, input_shape):
     """Compiled :func:`nnscratch.backends.reference.maxpool2d_backward`."""
     n, c, h, w = input_shape
     grad_x = np.empty((n * c, h * w), dtype=grad_y.dtype)  # each plane is zeroed, then scattered into
-    if grad_x.size:  # (then grad_y has planes too)
-        _maxpool_backward(grad_y.reshape(n * c, -1), argmax.reshape(n * c, -1), grad_x)
+    if argmax.size and (grad_x.size == 0  # an empty plane, where every index is outside
+                        or _maxpool_backward(grad_y.reshape(n * c, -1), argmax.reshape(n * c, -1), grad_x)):
+        raise ValueError(argmax_outside_message(h, w))
     return grad_x.reshape(input_shape)
 
 

@@ -225,8 +225,8 @@ def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True
 
 def conv2d_bias_backward(grad_y, where="conv2d"):
     """``∂L/∂b[f] = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` for an NCHW ``grad_y``, summed in its dtype: see
-    :func:`nnscratch.backends.reference.conv2d_bias_backward` (no compiled twin: the reference runs for both backends)."""
-    return reference.conv2d_bias_backward(check_float_array(grad_y, where, ndim=4, what="grad_output"))
+    :func:`nnscratch.backends.reference.conv2d_bias_backward`."""
+    return backends.kernels().conv2d_bias_backward(check_float_array(grad_y, where, ndim=4, what="grad_output"))
 
 
 # ----------------------------------------------------------------------------- softmax, log-softmax
@@ -292,9 +292,10 @@ def max_pool2d_backward(grad_y, argmax, input_shape, where="max_pool2d"):
     grad_y = check_grad_output(grad_y, argmax.shape, where)
     if len(input_shape) != 4 or argmax.shape[:2] != input_shape[:2]:
         raise ValueError(f"{where}: argmax shape {argmax.shape} does not fit input shape {input_shape}")
-    if argmax.size and (argmax.min() < 0 or argmax.max() >= input_shape[2] * input_shape[3]):
-        raise ValueError(f"{where}: argmax holds indices outside the {input_shape[2]}x{input_shape[3]} input plane")
-    return backends.kernels().maxpool2d_backward(grad_y, np.ascontiguousarray(argmax), input_shape)
+    try:  # each backend checks the indices as it scatters
+        return backends.kernels().maxpool2d_backward(grad_y, np.ascontiguousarray(argmax), input_shape)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, where="avg_pool2d"):

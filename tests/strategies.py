@@ -124,3 +124,14 @@ def random_loader(n=32, num_classes=5, batch_size=8, seed=2):
 def params_copy(model):
     """``{name: copy of .data}`` of every parameter."""
     return {name: p.data.copy() for name, p in model.named_parameters()}
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Run a block with ``n`` compiled-kernel threads, then restore the previous count."""
+    previous = nnscratch.get_num_threads()
+    nnscratch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        nnscratch.set_num_threads(previous)

@@ -21,7 +21,7 @@ import nnscratch
 from nnscratch import ops
 from nnscratch import reference as R
 
-from strategies import compiled_kernels, conv_arrays, output_hw
+from strategies import compiled_kernels, conv_arrays, num_threads, output_hw
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -127,6 +127,9 @@ def test_conv2d_backward(case, need_input_grad, need_weight_grad):
             assert_close(got, exp, f"conv2d_backward {what} {case}")
         else:
             assert got is None and exp is None, f"{what} was not asked for"
+    got_b, exp_b = K.conv2d_bias_backward(grad_y), R.conv2d_bias_backward(grad_y)
+    assert got_b.dtype == exp_b.dtype == grad_y.dtype and got_b.shape == (case["f"],)
+    assert_close(got_b, exp_b, f"conv2d_bias_backward {case}")
     if need_input_grad:
         assert got_x.shape == x.shape
     if need_weight_grad:
@@ -191,6 +194,20 @@ def test_maxpool2d_tie_rule_examples():
     for module in (R, K):
         y, idx = module.maxpool2d_forward(x_nan, (2, 2), (2, 2), (0, 0))
         assert np.isnan(y[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 1, module.__name__
+
+
+@pytest.mark.parametrize("mode", ["normal", "ties", "nan"])
+@pytest.mark.parametrize("h, w", [(2, 2), (3, 5), (8, 7), (24, 24), (29, 30)])
+def test_maxpool2d_2x2_path(mode, h, w):
+    """The seed's pool (2×2, stride 2, no padding) has its own tournament kernel: same values and
+    indices as the reference, with ties, NaN and ±inf, odd sizes (the last row or column unused),
+    float32 and float64, one and two threads."""
+    for dtype in (np.float32, np.float64):
+        case = dict(n=3, c=5, h=h, w=w, kernel=(2, 2), stride=(2, 2), padding=(0, 0), dtype=dtype,
+                    seed=h * 100 + w)
+        for threads in (1, 2):
+            with num_threads(threads):
+                _check_maxpool_forward(case, mode)
 
 
 # KNOWN BUG (reference.maxpool2d_forward): the reference pads with -inf, so in a window whose
@@ -396,6 +413,24 @@ def test_thread_counts_give_bit_identical_results(dtype, n):
             assert np.array_equal(value, ref[key])
         else:
             assert_close(value, ref[key], key)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(64, 64, 24, 24), (3, 40, 7, 5)])
+def test_conv_bias_gradient_bit_identical_across_threads(dtype, shape):
+    """The compiled bias gradient (one filter per piece of work, sixteen running sums per plane)
+    gives the same bits with one and two threads, and the float64 sum to float32 rounding."""
+    K = compiled_kernels()
+    grad_y = np.random.default_rng(shape[0]).standard_normal(shape).astype(dtype)
+    if shape[0] == 64:
+        assert grad_y.size > K.PARALLEL_MIN_WORK
+    results = []
+    for threads in (1, 2):
+        with num_threads(threads):
+            results.append(K.conv2d_bias_backward(grad_y))
+    assert np.array_equal(results[0], results[1])
+    exact = grad_y.astype(np.float64).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(results[0], exact, rtol=0, atol=1e-12 if dtype == np.float64 else 1e-6 * grad_y.size ** 0.5)
 
 
 # ----------------------------------------------------------------------------- dense (linear)

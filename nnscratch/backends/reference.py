@@ -255,6 +255,11 @@ def maxpool2d_forward(x, kernel, stride, padding):
     return np.ascontiguousarray(y), (rows * w + cols).astype(np.int64)
 
 
+def argmax_outside_message(h, w):
+    """What both backends' max-pool backward say of an ``argmax`` that points outside the input plane."""
+    return f"argmax holds indices outside the {h}x{w} input plane"
+
+
 def maxpool2d_backward(grad_y, argmax, input_shape):
     """Gradient of max pooling: each output's gradient goes to the pixel that won its window.
 
@@ -262,8 +267,11 @@ def maxpool2d_backward(grad_y, argmax, input_shape):
         \\frac{∂L}{∂x[n,c,k]} = \\sum_{(i,j):\\ argmax[n,c,i,j] = k} \\frac{∂L}{∂y[n,c,i,j]}
 
     Overlapping windows that share a winner accumulate (``np.add.at`` sums repeated indices).
+    An index outside the ``h × w`` plane raises ``ValueError`` (:func:`argmax_outside_message`).
     """
     n, c, h, w = input_shape
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= h * w):
+        raise ValueError(argmax_outside_message(h, w))
     grad_x = np.zeros((n * c, h * w), dtype=grad_y.dtype)
     planes = np.arange(n * c)[:, None]
     outputs = argmax.shape[2] * argmax.shape[3]
