@@ -43,30 +43,57 @@ cdef inline bint _wins(floating challenger, floating best) noexcept nogil:
     return (challenger > best) | ((challenger != challenger) & (best == best))
 
 
+cdef enum:
+    POOL2X2_CHUNK = 64  # output columns per pass of the 2×2 kernel (its scratch lives on the stack)
+
+
+cdef void _pair_winners(const floating* row, Py_ssize_t n, floating* value, int* right) noexcept nogil:
+    """For ``j < n``: ``right[j]`` whether ``row[2j + 1]`` wins over ``row[2j]`` (:func:`_wins`), ``value[j]`` the winner."""
+    cdef Py_ssize_t j
+    cdef floating left_value, right_value
+    cdef int r
+    for j in range(n):
+        left_value = row[2 * j]
+        right_value = row[2 * j + 1]
+        r = _wins(right_value, left_value)
+        right[j] = r
+        value[j] = right_value if r else left_value
+
+
 cdef void _maxpool2x2_plane(const floating* x, floating* y, long long* argmax, Py_ssize_t W,
                             Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
     """:func:`_maxpool_plane` for the seed's pool (2×2 windows, stride 2, no padding) as a
-    tournament: the left of each row pair against its right, then the top winner against the
-    bottom one. A later pixel wins only by :func:`_wins`, so the winner is the same first maximum
-    (or first NaN). Every step is a select, so the compiler vectorizes the loop over ``j``."""
-    cdef Py_ssize_t i, j, at
-    cdef const floating* top
-    cdef const floating* bottom
-    cdef floating upper, lower
-    cdef Py_ssize_t right_top, right_bottom, down
+    tournament: the left of each row pair against its right (:func:`_pair_winners`), then the
+    bottom winner against the top one. A later pixel wins only by :func:`_wins`, so the winner is
+    the same first maximum (or first NaN). Each pass is a loop of selects over contiguous scratch,
+    which the compiler turns into vector instructions (one loop doing it all is not vectorized)."""
+    cdef floating upper[POOL2X2_CHUNK]
+    cdef floating lower[POOL2X2_CHUNK]
+    cdef int right_top[POOL2X2_CHUNK]
+    cdef int right_bottom[POOL2X2_CHUNK]
+    cdef Py_ssize_t i, j, j0, n
+    cdef floating top_value, bottom_value
+    cdef int down, top_right, bottom_right
+    cdef floating* y_row
+    cdef long long* argmax_row
     for i in range(oh):
-        top = x + 2 * i * W
-        bottom = top + W
-        for j in range(ow):
-            # integer flags and indexed loads rather than selects on values: no branches
-            right_top = _wins(top[2 * j + 1], top[2 * j])
-            right_bottom = _wins(bottom[2 * j + 1], bottom[2 * j])
-            upper = top[2 * j + right_top]
-            lower = bottom[2 * j + right_bottom]
-            down = _wins(lower, upper)
-            at = (2 * i + down) * W + 2 * j + right_top + down * (right_bottom - right_top)
-            y[i * ow + j] = x[at]
-            argmax[i * ow + j] = at
+        j0 = 0
+        while j0 < ow:
+            n = min(<Py_ssize_t> POOL2X2_CHUNK, ow - j0)
+            _pair_winners(x + 2 * i * W + 2 * j0, n, upper, right_top)
+            _pair_winners(x + (2 * i + 1) * W + 2 * j0, n, lower, right_bottom)
+            y_row = y + i * ow + j0
+            argmax_row = argmax + i * ow + j0
+            for j in range(n):
+                top_value = upper[j]
+                bottom_value = lower[j]
+                top_right = right_top[j]
+                bottom_right = right_bottom[j]
+                down = _wins(bottom_value, top_value)
+                y_row[j] = bottom_value if down else top_value
+                # the column's flag chosen by arithmetic: a select on integers here stops the vectorizer
+                argmax_row[j] = (2 * i + down) * W + 2 * (j0 + j) + top_right + down * (bottom_right - top_right)
+            j0 += POOL2X2_CHUNK
 
 
 cdef Py_ssize_t _maxpool_plane_backward(const floating* grad_y, const long long* argmax, floating* grad_x,
