@@ -289,10 +289,13 @@ cdef void _winograd_block_backward(const floating* x, const floating* u, const f
                                    floating* grad_u, floating* v, floating* gm, floating* work, Py_ssize_t C,
                                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int m,
                                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t TH, Py_ssize_t TW, Py_ssize_t g0,
-                                   Py_ssize_t nb, bint need_input_grad, bint need_weight_grad) noexcept nogil:
-    """Tiles ``g0 .. g0 + nb - 1``: ``∂L/∂M = A ∂L/∂Y A^T``; ``grad_u[ab] += ∂L/∂M[ab] · V[ab]ᵀ``;
-    ``∂L/∂V[ab] = U[ab]ᵀ · ∂L/∂M[ab]`` (in ``v``), then its adjoint input transform into ``grad_x``."""
+                                   Py_ssize_t nb, Py_ssize_t image_tiles, bint need_input_grad,
+                                   bint need_weight_grad) noexcept nogil:
+    """Tiles ``g0 .. g0 + nb - 1`` (whole images of ``image_tiles`` tiles, or part of one):
+    ``∂L/∂M = A ∂L/∂Y A^T``; ``grad_u[ab] += ∂L/∂M[ab] · V[ab]ᵀ`` (one product over all the block's
+    tiles); ``∂L/∂V[ab] = U[ab]ᵀ · ∂L/∂M[ab]`` (in ``v``), then its adjoint input transform into ``grad_x``."""
     cdef int ab, alpha2 = (m + 2) * (m + 2)
+    cdef Py_ssize_t s, width
     cdef Py_ssize_t image[WINOGRAD_MAX_BLOCK]
     cdef Py_ssize_t row[WINOGRAD_MAX_BLOCK]
     cdef Py_ssize_t col[WINOGRAD_MAX_BLOCK]
@@ -302,9 +305,13 @@ cdef void _winograd_block_backward(const floating* x, const floating* u, const f
         _input_transform(x, v, work, C, H, W, m, ph, pw, image, row, col, nb)
         for ab in range(alpha2):
             _gemm(False, True, F, C, nb, 1, gm + ab * F * nb, nb, v + ab * C * nb, nb, 1, grad_u + ab * F * C, C)
-    if need_input_grad:
+    if need_input_grad:  # one product per image (columns s .. s + width): an image's ∂L/∂x never depends on the others
         for ab in range(alpha2):
-            _gemm(True, False, C, nb, F, 1, u + ab * F * C, C, gm + ab * F * nb, nb, 0, v + ab * C * nb, nb)
+            s = 0
+            while s < nb:
+                width = min(image_tiles, nb - s)
+                _gemm(True, False, C, width, F, 1, u + ab * F * C, C, gm + ab * F * nb + s, nb, 0, v + ab * C * nb + s, nb)
+                s = s + width
         _input_transform_adjoint(v, grad_x, work, C, H, W, m, ph, pw, image, row, col, nb)
 
 
@@ -333,19 +340,22 @@ def _winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1]
     ``parts[p]`` and into its own images of ``grad_x`` (zeroed by the caller)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], F = grad_y.shape[1]
     cdef Py_ssize_t OH = grad_y.shape[2], OW = grad_y.shape[3], TH = (OH + m - 1) // m, TW = (OW + m - 1) // m
-    cdef Py_ssize_t P = parts.shape[0], tiles = TH * TW, chunks = (tiles + block - 1) // block, p, n, i, first, g0
+    cdef Py_ssize_t P = parts.shape[0], tiles = TH * TW, chunks = (tiles + block - 1) // block
+    cdef Py_ssize_t images = max(1, block // tiles), p, n0, last, chunk, nb
     cdef int nt = v.shape[0], t
     with nogil, parallel(num_threads=nt):
         t = threadid()
         for p in prange(P, schedule="static"):
-            for n in range(N * p // P, N * (p + 1) // P):  # the part's images, each in blocks as in the forward
-                for i in range(chunks):
-                    first = i * block
-                    g0 = n * tiles + first
+            last = N * (p + 1) // P
+            n0 = N * p // P
+            while n0 < last:  # the part's images, ``images`` at a time, or one in ``chunks`` blocks
+                for chunk in range(chunks):
+                    nb = min(images, last - n0) * tiles if block >= tiles else min(block, tiles - chunk * block)
                     _winograd_block_backward(&x[0, 0, 0, 0], &u[0, 0, 0], &grad_y[0, 0, 0, 0], &grad_x[0, 0, 0, 0],
                                              &parts[p, 0, 0, 0], &v[t, 0], &gm[t, 0], &work[t, 0], C, H, W, F, OH,
-                                             OW, m, ph, pw, TH, TW, g0, min(block, tiles - first), need_input_grad,
-                                             need_weight_grad)
+                                             OW, m, ph, pw, TH, TW, n0 * tiles + chunk * block, nb, tiles,
+                                             need_input_grad, need_weight_grad)
+                n0 = n0 + images
 
 
 # The backward cuts the batch into this many parts of whole images at most, one thread each: tiles of
@@ -362,12 +372,16 @@ def winograd_block(m, c, f):
 
 
 def _winograd_plan(n, c, f, oh, ow, m, dtype, parts=0):
-    """``(block, threads, buffers)``: tiles per block (at most one image's tiles: blocks never span two
-    images), the threads for the blocks (forward) or for ``parts`` parts (backward), and each thread's
-    buffers ``V`` (α² C block), ``M`` (α² F block) and the transforms' scratch (2 α² block)."""
+    """``(block, threads, buffers)``: tiles per block, the threads for the blocks (forward) or for
+    ``parts`` parts (backward), and each thread's buffers ``V`` (α² C block), ``M`` (α² F block) and the
+    transforms' scratch (2 α² block). The forward's blocks hold one image's tiles at most. The
+    backward's hold as many whole images as fit, for the weight gradient's products, whose sum runs
+    over the tiles (one image's few tiles make a short, slow sum); its ∂L/∂x products still run image
+    by image. So an image's output and input gradient never depend on the rest of the batch."""
     rows, cols = tile_grid(oh, ow, m)
     tiles, alpha2 = rows * cols, (m + 2) ** 2
-    block = min(winograd_block(m, c, f), tiles)
+    block = winograd_block(m, c, f)
+    block = min(block, tiles) if not parts else (block // tiles) * tiles if block >= tiles else block
     _check_blas_sizes(f, c, block)
     nt = _threads_for(parts or n * -(-tiles // block), <double> n * tiles * alpha2 * c * f)
     return block, nt, [np.empty((nt, size * block), dtype) for size in (alpha2 * c, alpha2 * f, 2 * alpha2)]

@@ -25,6 +25,12 @@ BLAS_MAX_SIZE = 2**31 - 1  # the compiled kernels' BLAS (scipy's cython_blas) ta
 
 def pair(value, name, where, minimum):
     """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; checks both are integers in ``[minimum, 2³¹ - 1]``."""
+    # the usual cases (an int, a layer's own pair of ints), checked before the general path
+    if type(value) is int and minimum <= value <= MAX_INT:
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
+            and minimum <= min(value) and max(value) <= MAX_INT:
+        return value
     items = (value, value) if isinstance(value, numbers.Integral) else tuple(value) if isinstance(value, (tuple, list)) else None
     if (
         items is None
