@@ -11,18 +11,20 @@
 #   2. α² GEMMs         M[ab] (F × block) = U[ab] (F × C) · V[ab] (C × block)   (``_gemm``);
 #   3. output transform y tile = A^T M A, cropped to the output, plus the bias.
 # The filter transform U = G w G^T (α², F, C) is the reference's own function (float64, then rounded).
-# The backward cuts the batch into parts of whole images (WINOGRAD_BACKWARD_PARTS), one thread each,
-# and per block computes ∂L/∂M = A ∂L/∂Y A^T once for both gradients; then
-#   ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into the part's partial sum (the caller sums
-#   the parts in a fixed order), and ∂L/∂V[ab] (C × block) = U[ab]ᵀ · ∂L/∂M[ab], whose adjoint input
-#   transform B ∂L/∂V B^T is added onto the part's own images of ∂L/∂x.
+# The backward cuts the batch into parts of whole images (WINOGRAD_BACKWARD_PARTS), one thread each.
+# Its blocks hold as many whole images of the part as the same budget allows (or, for large images,
+# part of one), and per block it computes ∂L/∂M = A ∂L/∂Y A^T once for both gradients; then
+#   ∂L/∂U[ab] (F × C) += ∂L/∂M[ab] (F × block) · V[ab]ᵀ into the part's partial sum (one product whose
+#   sum runs over all the block's tiles; the caller sums the parts in a fixed order), and
+#   ∂L/∂V[ab] (C × tiles) = U[ab]ᵀ · ∂L/∂M[ab] image by image (so an image's ∂L/∂x is the same bits
+#   in any batch), whose adjoint input transform B ∂L/∂V B^T is added onto the part's own images of ∂L/∂x.
 #
 # The 1-D transforms are the matrices' rows written out, summed left to right as a dot product
 # does, with the zeros skipped (x·0 and x + 0 are not free in IEEE arithmetic, so the compiler may
 # not drop them; skipping them changes no value); the 2-D ones apply the 1-D ones to the columns,
 # then to the rows of the result: B^T d B = (B^T (B^T d)^T)^T.
 
-from nnscratch.backends.reference_winograd import filter_gradient, tile_grid, transform_filters
+from nnscratch.backends.reference_winograd import kronecker, tile_grid
 
 
 cdef inline void _bt_1d(const floating* d, Py_ssize_t s, floating* o, Py_ssize_t so, Py_ssize_t nb, int m) noexcept nogil:
@@ -415,4 +417,4 @@ def winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, n
                            grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
                            parts if need_weight_grad else np.empty((parts_count, 1, 1, 1), x.dtype),
                            v, gm, work, m, padding[0], padding[1], block, need_input_grad, need_weight_grad)
-    return grad_x, filter_gradient(parts.sum(axis=0), m) if need_weight_grad else None
+    return grad_x, filter_gradient(parts, m) if need_weight_grad else None

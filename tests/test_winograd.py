@@ -29,7 +29,7 @@ from nnscratch.backends import conv_algorithm
 from nnscratch.backends import reference_winograd as RW
 from nnscratch.gradient_check import check_module
 
-from strategies import compiled_kernels
+from strategies import compiled_kernels, num_threads
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, max_examples=150,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -116,6 +116,30 @@ def test_transform_matrices_compute_minimal_filtering():
 
 
 # ----------------------------------------------------------------------------- compiled == NumPy Winograd
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", RW.TILE_SIZES)
+@pytest.mark.parametrize("f, c", [(1, 1), (3, 5), (64, 32), (7, 37), (128, 128)])
+def test_compiled_filter_transforms_equal_the_reference(m, f, c, dtype):
+    """``U = G w G^T`` and its adjoint, compiled in chunks of filters (a last, shorter chunk; more
+    filters than one chunk): the reference's bits (the same products added in the same order, in
+    double; the adjoint first adds the backward's parts in order, in their dtype), with 1 and 2 threads."""
+    K = compiled_kernels()
+    rng = np.random.default_rng(f * 1000 + c)
+    weight = rng.standard_normal((f, c, 3, 3)).astype(dtype)
+    parts = rng.standard_normal((3, (m + 2) ** 2, f, c)).astype(dtype)
+    expected_u = RW.transform_filters(weight, m)
+    expected_grad = RW.filter_gradient(parts.sum(axis=0), m)  # the parts added in their dtype, in order
+    results = []
+    for threads in (1, 2):
+        with num_threads(threads):
+            results.append((K.transform_filters(weight, m), K.filter_gradient(parts, m)))
+    for (u, grad), (u2, grad2) in zip(results, results[1:]):
+        assert np.array_equal(u, u2) and np.array_equal(grad, grad2), "1 and 2 threads differ"
+    u, grad = results[0]
+    assert u.dtype == grad.dtype == dtype and u.shape == expected_u.shape and grad.shape == weight.shape
+    assert np.array_equal(u, expected_u) and np.array_equal(grad, expected_grad)
+
 
 @settings(**SETTINGS)
 @given(case=winograd_cases(), need_input_grad=st.booleans(), need_weight_grad=st.booleans())

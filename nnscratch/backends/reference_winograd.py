@@ -77,28 +77,37 @@ def tile_grid(out_h, out_w, m):
     return -(-out_h // m), -(-out_w // m)
 
 
-def transform_filters(weight, m):
-    """``U[ab, f, c] = (G w[f, c] G^T)[a, b]``, ``ab = a α + b``, computed in float64 as one matrix product
-    ``U = (G ⊗ G) · w`` with ``w`` read as a (9, F·C) matrix (the Kronecker product ``G ⊗ G`` holds
-    ``G[a, p] G[b, q]`` at row ``ab``, column ``pq = 3 p + q``), returned in ``weight``'s dtype:
-    C-contiguous (α², F, C), the layout of the compiled kernels' GEMMs.
-
-    (``np.einsum`` without ``optimize`` runs its own loops: NumPy's multi-threaded BLAS, called for
-    this small product, took 10× longer on a busy machine, waiting for its threads.)"""
+def kronecker(m):
+    """``G ⊗ G`` of F(m×m, 3×3), (α², 9) float64: row ``ab = a α + b``, column ``pq = 3 p + q`` holds
+    ``G[a, p] G[b, q]``, so that ``G w G^T``, read row by row, is ``(G ⊗ G) · w`` with ``w`` read as 9 values."""
     _, g, _ = matrices(m)
+    return np.kron(g, g)
+
+
+def transform_filters(weight, m):
+    """``U[ab, f, c] = (G w[f, c] G^T)[a, b]``, ``ab = a α + b``, computed in float64 as the product
+    ``U = (G ⊗ G) · w`` with ``w`` read as a (9, F·C) matrix (:func:`kronecker`), its nine columns'
+    products added in order, ``U = Σ_pq (G ⊗ G)[:, pq] w[pq]``; returned in ``weight``'s dtype,
+    C-contiguous (α², F, C), the layout of the compiled kernels' GEMMs. (The order is written out so
+    that the compiled twin can add the same products in the same order: the same bits.)"""
     f, c = weight.shape[:2]
-    w = np.ascontiguousarray(weight.reshape(f * c, 9).T, dtype=np.float64)
-    return np.einsum("kp,pi->ki", np.kron(g, g), w).reshape(-1, f, c).astype(weight.dtype)
+    kron, w = kronecker(m), weight.reshape(f * c, 9).T.astype(np.float64)
+    u = np.zeros((kron.shape[0], f * c))
+    for pq in range(9):
+        u += kron[:, pq, None] * w[pq]
+    return u.reshape(-1, f, c).astype(weight.dtype)
 
 
 def filter_gradient(grad_u, m):
     """``∂L/∂w[f, c] = G^T ∂L/∂U[:, f, c] G`` (the adjoint of :func:`transform_filters`: the transposed
-    product ``(G ⊗ G)^T · ∂L/∂U``), from ``grad_u`` (α², F, C), computed in float64, returned in
-    ``grad_u``'s dtype (F, C, 3, 3)."""
-    _, g, _ = matrices(m)
+    product ``(G ⊗ G)^T · ∂L/∂U``, its α² rows' products added in order), from ``grad_u`` (α², F, C),
+    computed in float64, returned in ``grad_u``'s dtype (F, C, 3, 3)."""
     alpha2, f, c = grad_u.shape
-    grad_w = np.einsum("kp,ki->ip", np.kron(g, g), grad_u.reshape(alpha2, f * c).astype(np.float64))
-    return grad_w.reshape(f, c, 3, 3).astype(grad_u.dtype)
+    kron, g = kronecker(m), grad_u.reshape(alpha2, f * c).astype(np.float64)
+    grad_w = np.zeros((9, f * c))
+    for ab in range(alpha2):
+        grad_w += kron[ab, :, None] * g[ab]
+    return grad_w.T.reshape(f, c, 3, 3).astype(grad_u.dtype)
 
 
 def _placement(x_shape, padding, rows, cols):

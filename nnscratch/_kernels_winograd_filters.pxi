@@ -1,0 +1,103 @@
+# Part of nnscratch/_kernels.pyx (textually included there, one extension module): Winograd's filter
+# transform and its adjoint, the compiled twins of reference_winograd.transform_filters and filter_gradient.
+#
+# Both work in double, as the reference does, on chunks of FILTER_CHUNK filters (an (f, c) pair is one
+# 3×3 filter), one chunk per piece of work: each chunk is copied into a layout whose inner index is the
+# filter, so that every formula below is a loop over contiguous filters, which the compiler vectorizes.
+# Like the reference they multiply by the Kronecker product G ⊗ G (``kron``: row ab = a α + b, column
+# pq = 3 p + q holds G[a, p] G[b, q]), adding the products in the order of its columns (rows) from
+# 0, one rounding per step, as NumPy's einsum does: the same bits as the reference (tests/test_winograd.py).
+
+cdef enum:
+    FILTER_CHUNK = 64  # filters per piece of work (scratch on the stack: 36 × 64 values at most)
+
+
+cdef void _transform_chunk(const floating* w, Py_ssize_t first, Py_ssize_t nb, const double* kron, int alpha2,
+                           floating* u, Py_ssize_t filters) noexcept nogil:
+    """``u[ab, first + k] = Σ_pq kron[ab, pq] w[first + k, pq]`` for k < nb (pq in order), rounded to ``floating``."""
+    cdef double wt[9 * FILTER_CHUNK]
+    cdef double total[FILTER_CHUNK]
+    cdef Py_ssize_t k, pq, ab
+    for k in range(nb):  # the chunk's filters, pixel-major
+        for pq in range(9):
+            wt[pq * FILTER_CHUNK + k] = w[(first + k) * 9 + pq]
+    for ab in range(alpha2):
+        for k in range(nb):
+            total[k] = 0
+        for pq in range(9):
+            for k in range(nb):
+                total[k] = total[k] + kron[ab * 9 + pq] * wt[pq * FILTER_CHUNK + k]
+        for k in range(nb):
+            u[ab * filters + first + k] = <floating> total[k]
+
+
+cdef void _gradient_chunk(const floating* parts, Py_ssize_t count, Py_ssize_t first, Py_ssize_t nb,
+                          const double* kron, int alpha2, floating* grad_w, Py_ssize_t filters) noexcept nogil:
+    """``grad_w[first + k, pq] = Σ_ab kron[ab, pq] (Σ_i parts[i, ab, first + k])`` for k < nb: the parts added
+    in order in ``floating`` (as NumPy's sum over them), then the adjoint of :func:`_transform_chunk`
+    in double (ab in order)."""
+    cdef floating part_sum[36 * FILTER_CHUNK]
+    cdef double total[9 * FILTER_CHUNK]
+    cdef Py_ssize_t k, ab, i, pq
+    for ab in range(alpha2):
+        for k in range(nb):
+            part_sum[ab * FILTER_CHUNK + k] = parts[ab * filters + first + k]
+        for i in range(1, count):
+            for k in range(nb):
+                part_sum[ab * FILTER_CHUNK + k] += parts[(i * alpha2 + ab) * filters + first + k]
+    for pq in range(9):
+        for k in range(nb):
+            total[pq * FILTER_CHUNK + k] = 0
+        for ab in range(alpha2):
+            for k in range(nb):
+                total[pq * FILTER_CHUNK + k] = total[pq * FILTER_CHUNK + k] + kron[ab * 9 + pq] * part_sum[ab * FILTER_CHUNK + k]
+    for k in range(nb):
+        for pq in range(9):
+            grad_w[(first + k) * 9 + pq] = <floating> total[pq * FILTER_CHUNK + k]
+
+
+def _filter_chunks(Py_ssize_t filters, Py_ssize_t values):
+    """(chunks, threads) for ``filters`` filters and ``values`` numbers to compute."""
+    chunks = (filters + FILTER_CHUNK - 1) // FILTER_CHUNK
+    return chunks, _threads_for(chunks, <double> values)
+
+
+def _transform_filters(const floating[:, ::1] w, const double[:, ::1] kron, floating[:, ::1] u):
+    cdef Py_ssize_t filters = w.shape[0], chunks, c
+    cdef int alpha2 = kron.shape[0], nt
+    chunks, nt = _filter_chunks(filters, filters * alpha2 * 9)
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            _transform_chunk(&w[0, 0], c * FILTER_CHUNK, min(<Py_ssize_t> FILTER_CHUNK, filters - c * FILTER_CHUNK),
+                             &kron[0, 0], alpha2, &u[0, 0], filters)
+
+
+def _filter_gradient(const floating[:, :, ::1] parts, const double[:, ::1] kron, floating[:, ::1] grad_w):
+    cdef Py_ssize_t count = parts.shape[0], filters = grad_w.shape[0], chunks, c
+    cdef int alpha2 = kron.shape[0], nt
+    chunks, nt = _filter_chunks(filters, filters * alpha2 * (9 + count))
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            _gradient_chunk(&parts[0, 0, 0], count, c * FILTER_CHUNK,
+                            min(<Py_ssize_t> FILTER_CHUNK, filters - c * FILTER_CHUNK), &kron[0, 0], alpha2,
+                            &grad_w[0, 0], filters)
+
+
+def transform_filters(weight, m):
+    """Compiled :func:`nnscratch.backends.reference_winograd.transform_filters`: ``U = (G ⊗ G) w`` per filter,
+    in double, returned in ``weight``'s dtype as (α², F, C)."""
+    f, c = weight.shape[:2]
+    u = np.empty(((m + 2) ** 2, f, c), dtype=weight.dtype)
+    if u.size:
+        _transform_filters(np.ascontiguousarray(weight).reshape(f * c, 9), kronecker(m), u.reshape((m + 2) ** 2, f * c))
+    return u
+
+
+def filter_gradient(parts, m):
+    """Compiled :func:`nnscratch.backends.reference_winograd.filter_gradient` of ``Σ_i parts[i]`` (``parts``:
+    (P, α², F, C), the backward's partial sums of ∂L/∂U, added in order): ``∂L/∂w = (G ⊗ G)^T ∂L/∂U``, (F, C, 3, 3)."""
+    count, alpha2, f, c = parts.shape
+    grad_w = np.empty((f, c, 3, 3), dtype=parts.dtype)
+    if grad_w.size:
+        _filter_gradient(parts.reshape(count, alpha2, f * c), kronecker(m), grad_w.reshape(f * c, 9))
+    return grad_w
