@@ -132,6 +132,7 @@ def _conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, 
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = wmat.shape[0], K = wmat.shape[1], P = oh * ow, blocks = grad_w_blocks.shape[0]
     cdef Py_ssize_t item, b, n, c_lo, c_hi, k_lo, kb
+    cdef floating beta
     cdef int nt = cols.shape[0], t
     with nogil, parallel(num_threads=nt):
         t = threadid()
@@ -142,12 +143,14 @@ def _conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wmat, 
             k_lo = c_lo * kh * kw
             kb = (c_hi - c_lo) * kh * kw
             for n in range((N * b) // blocks, (N * (b + 1)) // blocks):
+                # the block's first image sets its columns of grad_w_blocks[b] (β = 0), the others add (β = 1)
+                beta = 0 if n == (N * b) // blocks else 1
                 if need_weight_grad and pointwise:
                     _gemm(False, True, F, kb, P, 1, &grad_y[n, 0, 0], P, &x[n, c_lo, 0, 0], P,
-                          1, &grad_w_blocks[b, 0, k_lo], K)
+                          beta, &grad_w_blocks[b, 0, k_lo], K)
                 elif need_weight_grad:
                     _im2col_rows(&x[n, c_lo, 0, 0], &cols[t, 0], c_hi - c_lo, H, W, kh, kw, sh, sw, ph, pw, 0, oh, ow)
-                    _gemm(False, True, F, kb, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0], P, 1, &grad_w_blocks[b, 0, k_lo], K)
+                    _gemm(False, True, F, kb, P, 1, &grad_y[n, 0, 0], P, &cols[t, 0], P, beta, &grad_w_blocks[b, 0, k_lo], K)
                 if need_input_grad and pointwise:
                     _gemm(True, False, kb, P, F, 1, &wmat[0, k_lo], K, &grad_y[n, 0, 0], P, 0, &grad_x[n, c_lo, 0, 0], P)
                 elif need_input_grad:
@@ -224,7 +227,7 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
     blocks = max(1, min(n, WEIGHT_GRAD_BLOCKS))
     channel_blocks = backward_channel_blocks(n, f, c, k, oh * ow)
     grad_x = np.empty_like(x) if need_input_grad else None  # every image's col2im overwrites its slice
-    parts = np.zeros((blocks, f, k), dtype=x.dtype) if need_weight_grad else None
+    parts = np.empty((blocks, f, k), dtype=x.dtype) if need_weight_grad else None  # each block's first image sets it
     if n > 0 and (need_input_grad or need_weight_grad):
         nt = _threads_for(blocks * channel_blocks, <double> n * f * k * oh * ow)
         cols = np.empty((nt, 1 if pointwise else ((c + channel_blocks - 1) // channel_blocks) * weight.shape[2] * weight.shape[3] * oh * ow),
@@ -234,7 +237,35 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
                        parts if need_weight_grad else np.empty((blocks, 1, 1), x.dtype), cols,
                        need_input_grad, need_weight_grad, pointwise, channel_blocks,
                        weight.shape[2], weight.shape[3], stride[0], stride[1], padding[0], padding[1], oh, ow)
-    grad_weight = parts.sum(axis=0).reshape(weight.shape) if need_weight_grad else None
+    if not need_weight_grad:
+        return grad_x, None
+    if n == 0:
+        return grad_x, np.zeros_like(weight)
+    return grad_x, add_blocks(parts).reshape(weight.shape)
+
+
+def _add_blocks(const floating[:, ::1] parts, floating[::1] total):
+    cdef Py_ssize_t blocks = parts.shape[0], size = parts.shape[1], c, i, b, lo, hi
+    cdef Py_ssize_t chunks = (size + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
+    cdef int nt = _threads_for(chunks, <double> blocks * size)
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            lo = c * ELEMENTWISE_CHUNK
+            hi = min(size, lo + ELEMENTWISE_CHUNK)
+            for i in range(lo, hi):
+                total[i] = parts[0, i]
+            for b in range(1, blocks):
+                for i in range(lo, hi):
+                    total[i] += parts[b, i]
+
+
+def add_blocks(parts):
+    """``Σ_b parts[b]`` added in block order, as NumPy's ``parts.sum(axis=0)`` does (the same bits), cut
+    into chunks of elements across threads."""
+    total = np.empty(parts.shape[1:], dtype=parts.dtype)
+    if total.size:
+        _add_blocks(parts.reshape(parts.shape[0], -1), total.reshape(-1))
+    return total
     return grad_x, grad_weight
 
 

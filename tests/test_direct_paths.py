@@ -20,7 +20,7 @@ import nnscratch as nn
 from nnscratch import reference as R
 from nnscratch.gradient_check import gradcheck
 
-from strategies import compiled_kernels, conv_arrays
+from strategies import compiled_kernels, conv_arrays, num_threads
 from test_kernels_equal import DTYPES, SETTINGS, assert_close
 
 
@@ -173,3 +173,17 @@ def test_linear_depth_cut(dtype, n, fin, fout):
         nn.set_num_threads(previous)
     assert np.array_equal(runs[0], runs[1]), "linear forward differs between 1 and 2 threads"
     assert_close(runs[0], R.linear_forward(x, weight, bias), "linear forward")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("blocks, size", [(1, 5), (16, 65536), (3, 100_003), (16, 0)])
+def test_weight_gradient_blocks_add_as_numpy_does(dtype, blocks, size):
+    """The weight gradient's per-block partial sums are added in block order, in chunks across threads:
+    the bits of NumPy's ``parts.sum(axis=0)`` (which the backward used before), with 1 and 2 threads."""
+    K = compiled_kernels()
+    parts = np.random.default_rng(size).standard_normal((blocks, size)).astype(dtype) * 1e3
+    expected = parts.sum(axis=0)
+    for threads in (1, 2):
+        with num_threads(threads):
+            got = K.add_blocks(parts)
+        assert got.dtype == dtype and np.array_equal(got, expected), threads
