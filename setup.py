@@ -56,7 +56,7 @@ extensions = [
         "nnscratch._kernels",
         ["nnscratch/_kernels.pyx"],
         depends=["nnscratch/_kernels_conv.pxi", "nnscratch/_kernels_pool.pxi",  # included by the .pyx
-                 "nnscratch/_kernels_winograd.pxi", "nnscratch/_kernels_winograd_filters.pxi"],
+                 "nnscratch/_kernels_winograd.pxi", "nnscratch/_kernels_winograd_transforms.pxi"],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,

@@ -363,5 +363,5 @@ def linear_backward(x, weight, grad_y, need_input_grad=True, need_weight_grad=Tr
 
 include "_kernels_conv.pxi"
 include "_kernels_pool.pxi"
+include "_kernels_winograd_transforms.pxi"
 include "_kernels_winograd.pxi"
-include "_kernels_winograd_filters.pxi"
