@@ -1,4 +1,5 @@
-"""Winograd convolution (``nnscratch/backends/reference_winograd.py`` and its compiled twin ``_kernels_winograd.pxi`` with ``_kernels_winograd_transforms.pxi``).
+"""Winograd convolution (``nnscratch/backends/reference_winograd.py`` and its compiled twin
+``_kernels_winograd.pxi`` with ``_kernels_winograd_transforms.pxi``).
 
 * The NumPy Winograd equals the direct reference: tight in float64, within a measured bound in float32.
 * The compiled Winograd equals the NumPy Winograd within the same bounds. Not bit for bit and not
