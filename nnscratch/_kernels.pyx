@@ -24,7 +24,8 @@ loops makes the two pools fight for them). A large image is cut further, into bl
 pointwise convolution (1×1, stride 1, no padding) skips im2col: see ``_kernels_conv.pxi``.
 
 This file holds the shared pieces, the element-wise kernels, SGD and the matrix product; the
-convolution kernels are in ``_kernels_conv.pxi`` and the pooling kernels in ``_kernels_pool.pxi``,
+convolution kernels are in ``_kernels_conv.pxi``, the pooling kernels in ``_kernels_pool.pxi`` and
+Winograd's convolution in ``_kernels_winograd.pxi`` with its transforms in ``_kernels_winograd_transforms.pxi``,
 included at the end (one extension module, ``nnscratch._kernels``).
 
 Sizes and indices are ``Py_ssize_t`` (64-bit) wherever they are multiplied; only BLAS takes C
@@ -159,6 +160,31 @@ def relu_backward(y, grad_y):
     if y.size:
         _relu_backward(y.reshape(-1), grad_y.reshape(-1), grad_x.reshape(-1))
     return grad_x
+
+
+def _add_blocks(const floating[:, ::1] parts, floating[::1] total):
+    cdef Py_ssize_t blocks = parts.shape[0], size = parts.shape[1], c, i, b, lo, hi
+    cdef Py_ssize_t chunks = (size + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
+    cdef int nt = _threads_for(chunks, <double> blocks * size)
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=nt):
+            lo = c * ELEMENTWISE_CHUNK
+            hi = min(size, lo + ELEMENTWISE_CHUNK)
+            for i in range(lo, hi):
+                total[i] = parts[0, i]
+            for b in range(1, blocks):
+                for i in range(lo, hi):
+                    total[i] += parts[b, i]
+
+
+def add_blocks(parts):
+    """``Σ_b parts[b]`` added in block order, as NumPy's ``parts.sum(axis=0)`` does (the same bits), cut
+    into chunks of elements across threads: how every kernel that sums partial results in blocks fixed
+    by the shapes (matrix products cut along their depth, weight gradients) adds them up."""
+    total = np.empty(parts.shape[1:], dtype=parts.dtype)
+    if total.size:
+        _add_blocks(parts.reshape(parts.shape[0], -1), total.reshape(-1))
+    return total
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -332,9 +358,7 @@ def _matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1]
                 _gemm(trans_a, trans_b, m, n, hi - lo, 1, a_block, a.shape[1], b_block, b.shape[1],
                       0, &parts[i, 0, 0], n)
     if side == BY_DEPTH:  # added in block order, whatever the threads
-        out[...] = parts[0]
-        for i in range(1, blocks):
-            out += parts[i]
+        out[...] = add_blocks(np.asarray(parts))
 
 
 def linear_forward(x, weight, bias):

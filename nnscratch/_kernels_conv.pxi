@@ -244,31 +244,6 @@ def conv2d_backward(x, weight, grad_y, stride, padding, need_input_grad=True, ne
     return grad_x, add_blocks(parts).reshape(weight.shape)
 
 
-def _add_blocks(const floating[:, ::1] parts, floating[::1] total):
-    cdef Py_ssize_t blocks = parts.shape[0], size = parts.shape[1], c, i, b, lo, hi
-    cdef Py_ssize_t chunks = (size + ELEMENTWISE_CHUNK - 1) // ELEMENTWISE_CHUNK
-    cdef int nt = _threads_for(chunks, <double> blocks * size)
-    with nogil:
-        for c in prange(chunks, schedule="static", num_threads=nt):
-            lo = c * ELEMENTWISE_CHUNK
-            hi = min(size, lo + ELEMENTWISE_CHUNK)
-            for i in range(lo, hi):
-                total[i] = parts[0, i]
-            for b in range(1, blocks):
-                for i in range(lo, hi):
-                    total[i] += parts[b, i]
-
-
-def add_blocks(parts):
-    """``Σ_b parts[b]`` added in block order, as NumPy's ``parts.sum(axis=0)`` does (the same bits), cut
-    into chunks of elements across threads."""
-    total = np.empty(parts.shape[1:], dtype=parts.dtype)
-    if total.size:
-        _add_blocks(parts.reshape(parts.shape[0], -1), total.reshape(-1))
-    return total
-    return grad_x, grad_weight
-
-
 cdef double _sum(const floating* x, Py_ssize_t n) noexcept nogil:
     """``Σ x[i]`` in sixteen running sums (over ``i mod 16``, in ``x``'s dtype: a plane is a few hundred
     values) added in double at the end. Sixteen chains of additions run side by side, in vector

@@ -10,7 +10,7 @@
 #   1. input transform  V[ab, c, k] = (B^T d B)[a, b] of tile k of the block and channel c;
 #   2. α² GEMMs         M[ab] (F × block) = U[ab] (F × C) · V[ab] (C × block)   (``_gemm``);
 #   3. output transform y tile = A^T M A, cropped to the output, plus the bias.
-# The filter transform U = G w G^T (α², F, C) is the reference's own function (float64, then rounded).
+# The filter transform U = G w G^T (α², F, C) and its adjoint are in _kernels_winograd_transforms.pxi.
 # The backward cuts the batch into parts of whole images (WINOGRAD_BACKWARD_PARTS), one thread each.
 # Its blocks hold as many whole images of the part as the same budget allows (or, for large images,
 # part of one), and per block it computes ∂L/∂M = A ∂L/∂Y A^T once for both gradients; then
@@ -19,7 +19,7 @@
 #   ∂L/∂V[ab] (C × tiles) = U[ab]ᵀ · ∂L/∂M[ab] image by image (so an image's ∂L/∂x is the same bits
 #   in any batch), whose adjoint input transform B ∂L/∂V B^T is added onto the part's own images of ∂L/∂x.
 #
-# The transforms (1-D tile transforms, filter transform) are in _kernels_winograd_transforms.pxi.
+# The 1-D tile transforms are there too.
 
 from nnscratch.backends.reference_winograd import tile_grid
 
@@ -295,7 +295,8 @@ def _winograd_plan(n, c, f, oh, ow, m, dtype, parts=0):
     rows, cols = tile_grid(oh, ow, m)
     tiles, alpha2 = rows * cols, (m + 2) ** 2
     block = winograd_block(m, c, f)
-    block = min(block, tiles) if not parts else (block // tiles) * tiles if block >= tiles else block
+    if block >= tiles:  # whole images: one in the forward, as many as fit in the backward
+        block = tiles * (block // tiles if parts else 1)
     _check_blas_sizes(f, c, block)
     nt = _threads_for(parts or n * -(-tiles // block), <double> n * tiles * alpha2 * c * f)
     return block, nt, [np.empty((nt, size * block), dtype) for size in (alpha2 * c, alpha2 * f, 2 * alpha2)]
@@ -329,4 +330,4 @@ def winograd_conv2d_backward(x, weight, grad_y, padding, need_input_grad=True, n
                            grad_x if need_input_grad else np.empty((1, 1, 1, 1), x.dtype),
                            parts if need_weight_grad else np.empty((parts_count, 1, 1, 1), x.dtype),
                            v, gm, work, m, padding[0], padding[1], block, need_input_grad, need_weight_grad)
-    return grad_x, filter_gradient(parts, m) if need_weight_grad else None
+    return grad_x, filter_gradient(add_blocks(parts), m) if need_weight_grad else None  # parts added in order

@@ -107,7 +107,7 @@ cdef inline void _b_1d(const floating* v, Py_ssize_t s, floating* o, Py_ssize_t 
 # 0, one rounding per step, as NumPy's einsum does: the same bits as the reference (tests/test_winograd.py).
 
 cdef enum:
-    FILTER_CHUNK = 64  # filters per piece of work (scratch on the stack: 36 × 64 values at most)
+    FILTER_CHUNK = 64  # filters per piece of work (scratch on the stack: 9 × 64 doubles)
 
 
 cdef void _transform_chunk(const floating* w, Py_ssize_t first, Py_ssize_t nb, const double* kron, int alpha2,
@@ -129,26 +129,19 @@ cdef void _transform_chunk(const floating* w, Py_ssize_t first, Py_ssize_t nb, c
             u[ab * filters + first + k] = <floating> total[k]
 
 
-cdef void _gradient_chunk(const floating* parts, Py_ssize_t count, Py_ssize_t first, Py_ssize_t nb,
-                          const double* kron, int alpha2, floating* grad_w, Py_ssize_t filters) noexcept nogil:
-    """``grad_w[first + k, pq] = Σ_ab kron[ab, pq] (Σ_i parts[i, ab, first + k])`` for k < nb: the parts added
-    in order in ``floating`` (as NumPy's sum over them), then the adjoint of :func:`_transform_chunk`
-    in double (ab in order)."""
-    cdef floating part_sum[36 * FILTER_CHUNK]
+cdef void _gradient_chunk(const floating* grad_u, Py_ssize_t first, Py_ssize_t nb, const double* kron, int alpha2,
+                          floating* grad_w, Py_ssize_t filters) noexcept nogil:
+    """``grad_w[first + k, pq] = Σ_ab kron[ab, pq] grad_u[ab, first + k]`` for k < nb (ab in order), the adjoint
+    of :func:`_transform_chunk`, rounded to ``floating`` (``grad_u``'s rows already run over the filters)."""
     cdef double total[9 * FILTER_CHUNK]
-    cdef Py_ssize_t k, ab, i, pq
-    for ab in range(alpha2):
-        for k in range(nb):
-            part_sum[ab * FILTER_CHUNK + k] = parts[ab * filters + first + k]
-        for i in range(1, count):
-            for k in range(nb):
-                part_sum[ab * FILTER_CHUNK + k] += parts[(i * alpha2 + ab) * filters + first + k]
+    cdef Py_ssize_t k, ab, pq
     for pq in range(9):
         for k in range(nb):
             total[pq * FILTER_CHUNK + k] = 0
         for ab in range(alpha2):
             for k in range(nb):
-                total[pq * FILTER_CHUNK + k] = total[pq * FILTER_CHUNK + k] + kron[ab * 9 + pq] * part_sum[ab * FILTER_CHUNK + k]
+                total[pq * FILTER_CHUNK + k] = (total[pq * FILTER_CHUNK + k]
+                                                + kron[ab * 9 + pq] * <double> grad_u[ab * filters + first + k])
     for k in range(nb):
         for pq in range(9):
             grad_w[(first + k) * 9 + pq] = <floating> total[pq * FILTER_CHUNK + k]
@@ -170,15 +163,14 @@ def _transform_filters(const floating[:, ::1] w, const double[:, ::1] kron, floa
                              &kron[0, 0], alpha2, &u[0, 0], filters)
 
 
-def _filter_gradient(const floating[:, :, ::1] parts, const double[:, ::1] kron, floating[:, ::1] grad_w):
-    cdef Py_ssize_t count = parts.shape[0], filters = grad_w.shape[0], chunks, c
+def _filter_gradient(const floating[:, ::1] grad_u, const double[:, ::1] kron, floating[:, ::1] grad_w):
+    cdef Py_ssize_t filters = grad_w.shape[0], chunks, c
     cdef int alpha2 = kron.shape[0], nt
-    chunks, nt = _filter_chunks(filters, filters * alpha2 * (9 + count))
+    chunks, nt = _filter_chunks(filters, filters * alpha2 * 9)
     with nogil:
         for c in prange(chunks, schedule="static", num_threads=nt):
-            _gradient_chunk(&parts[0, 0, 0], count, c * FILTER_CHUNK,
-                            min(<Py_ssize_t> FILTER_CHUNK, filters - c * FILTER_CHUNK), &kron[0, 0], alpha2,
-                            &grad_w[0, 0], filters)
+            _gradient_chunk(&grad_u[0, 0], c * FILTER_CHUNK, min(<Py_ssize_t> FILTER_CHUNK, filters - c * FILTER_CHUNK),
+                            &kron[0, 0], alpha2, &grad_w[0, 0], filters)
 
 
 def transform_filters(weight, m):
@@ -191,11 +183,11 @@ def transform_filters(weight, m):
     return u
 
 
-def filter_gradient(parts, m):
-    """Compiled :func:`nnscratch.backends.reference_winograd.filter_gradient` of ``Σ_i parts[i]`` (``parts``:
-    (P, α², F, C), the backward's partial sums of ∂L/∂U, added in order): ``∂L/∂w = (G ⊗ G)^T ∂L/∂U``, (F, C, 3, 3)."""
-    count, alpha2, f, c = parts.shape
-    grad_w = np.empty((f, c, 3, 3), dtype=parts.dtype)
+def filter_gradient(grad_u, m):
+    """Compiled :func:`nnscratch.backends.reference_winograd.filter_gradient`: ``∂L/∂w = (G ⊗ G)^T ∂L/∂U``
+    per filter, in double, from ``grad_u`` (α², F, C), returned in its dtype as (F, C, 3, 3)."""
+    alpha2, f, c = grad_u.shape
+    grad_w = np.empty((f, c, 3, 3), dtype=grad_u.dtype)
     if grad_w.size:
-        _filter_gradient(parts.reshape(count, alpha2, f * c), kronecker(m), grad_w.reshape(f * c, 9))
+        _filter_gradient(np.ascontiguousarray(grad_u).reshape(alpha2, f * c), kronecker(m), grad_w.reshape(f * c, 9))
     return grad_w

@@ -230,7 +230,7 @@ def conv2d_backward(x, weight, grad_y, stride=1, padding=0, need_input_grad=True
 
 
 def conv2d_bias_backward(grad_y, where="conv2d"):
-    """``∂L/∂b[f] = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` for an NCHW ``grad_y``, summed in its dtype: see
+    """``∂L/∂b[f] = Σ_{n,i,j} ∂L/∂y[n,f,i,j]`` for an NCHW ``grad_y``, returned in its dtype: see
     :func:`nnscratch.backends.reference.conv2d_bias_backward`."""
     return backends.kernels().conv2d_bias_backward(check_float_array(grad_y, where, ndim=4, what="grad_output"))
 

@@ -108,19 +108,15 @@ def test_threads_and_batch_do_not_change_the_bits(small_blocks, dtype, n, c, f, 
     y = K.conv2d_forward(x, weight, bias, stride, padding)
     grad_y = rng.standard_normal(y.shape).astype(dtype)
     assert n * f * c * kernel[0] * kernel[1] * y.shape[2] * y.shape[3] > K.PARALLEL_MIN_WORK  # 2 threads do split it
-    previous = nn.get_num_threads()
-    try:
-        runs = {}
-        for threads in (1, 2):
-            nn.set_num_threads(threads)
+    runs = {}
+    for threads in (1, 2):
+        with num_threads(threads):
             runs[threads] = _run(K, x, weight, bias, grad_y, stride, padding)
             # every image alone: the same forward and input gradient as in the batch
             for i in range(n):
                 alone = _run(K, x[i:i + 1], weight, bias, grad_y[i:i + 1], stride, padding)
                 assert np.array_equal(alone[0][0], runs[threads][0][i]), f"image {i}'s output depends on the batch"
                 assert np.array_equal(alone[1][0], runs[threads][1][i]), f"image {i}'s grad_x depends on the batch"
-    finally:
-        nn.set_num_threads(previous)
     for what, one, two in zip(("y", "grad_x", "grad_weight"), runs[1], runs[2]):
         assert np.array_equal(one, two), f"{what} differs between 1 and 2 threads"
     expected = (R.conv2d_forward(x, weight, bias, stride, padding),) + R.conv2d_backward(x, weight, grad_y, stride, padding)
@@ -138,13 +134,8 @@ def test_gradcheck_float64(small_blocks, cin, cout, kernel, h):
     x = rng.standard_normal((1, cin, h, h))
     assert small_blocks.forward_row_blocks(cout, cin * kernel**2, h - kernel + 1, h - kernel + 1) >= 2
     assert small_blocks.backward_channel_blocks(1, cout, cin, cin * kernel**2, (h - kernel + 1) ** 2) >= 2
-    previous = nn.get_num_threads()
-    try:
-        nn.set_num_threads(1)
-        with nn.use_backend("cython"):
-            errors = gradcheck(layer, x)
-    finally:
-        nn.set_num_threads(previous)
+    with num_threads(1), nn.use_backend("cython"):
+        errors = gradcheck(layer, x)
     assert set(errors) == {"input", "weight", "bias"}
 
 
@@ -163,14 +154,10 @@ def test_linear_depth_cut(dtype, n, fin, fout):
     x = rng.standard_normal((n, fin)).astype(dtype)
     weight = rng.standard_normal((fout, fin)).astype(dtype)
     bias = rng.standard_normal(fout).astype(dtype)
-    previous = nn.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, 2):
-            nn.set_num_threads(threads)
+    runs = []
+    for threads in (1, 2):
+        with num_threads(threads):
             runs.append(K.linear_forward(x, weight, bias))
-    finally:
-        nn.set_num_threads(previous)
     assert np.array_equal(runs[0], runs[1]), "linear forward differs between 1 and 2 threads"
     assert_close(runs[0], R.linear_forward(x, weight, bias), "linear forward")
 
@@ -178,8 +165,9 @@ def test_linear_depth_cut(dtype, n, fin, fout):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("blocks, size", [(1, 5), (16, 65536), (3, 100_003), (16, 0)])
 def test_weight_gradient_blocks_add_as_numpy_does(dtype, blocks, size):
-    """The weight gradient's per-block partial sums are added in block order, in chunks across threads:
-    the bits of NumPy's ``parts.sum(axis=0)`` (which the backward used before), with 1 and 2 threads."""
+    """Partial sums in blocks (weight gradients, matrix products cut along their depth) are added in block
+    order, in chunks across threads: the bits of NumPy's ``parts.sum(axis=0)`` (which those kernels used
+    before), with 1 and 2 threads."""
     K = compiled_kernels()
     parts = np.random.default_rng(size).standard_normal((blocks, size)).astype(dtype) * 1e3
     expected = parts.sum(axis=0)

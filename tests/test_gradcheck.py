@@ -16,6 +16,8 @@ import nnscratch as nn
 from nnscratch import ops
 from nnscratch.gradient_check import GradcheckError, check_loss, check_module, gradcheck, relative_error
 
+from strategies import num_threads
+
 TOL = 1e-6
 
 
@@ -26,10 +28,8 @@ def one_kernel_thread():
     region then waits for a descheduled thread on every call). The checks run single-threaded;
     test_two_threads repeats a few with 2 threads, and test_kernels_equal.py compares the
     multi-threaded kernels with the reference."""
-    previous = nn.get_num_threads()
-    nn.set_num_threads(1)
-    yield
-    nn.set_num_threads(previous)
+    with num_threads(1):
+        yield
 
 
 @pytest.fixture

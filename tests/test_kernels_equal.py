@@ -387,15 +387,11 @@ def test_thread_counts_give_bit_identical_results(dtype, n):
         assert min(n * 5 * 8 * 9 * oh * ow, n * 8 * oh * ow * 9) > K.PARALLEL_MIN_WORK
     grad_y = rng.standard_normal((n, 5, oh, ow)).astype(dtype)
     pool_grad = rng.standard_normal((n, 8, oh, ow)).astype(dtype)
-    previous = nnscratch.get_num_threads()
     results = {}
-    try:
-        for threads in (1, 2, 1, 2):
-            nnscratch.set_num_threads(threads)
+    for threads in (1, 2, 1, 2):
+        with num_threads(threads):
             assert nnscratch.get_num_threads() == threads and K.get_num_threads() == threads
             results.setdefault(threads, []).append(_run_all(K, x, weight, bias, grad_y, pool_grad, stride, padding, kernel))
-    finally:
-        nnscratch.set_num_threads(previous)
     # run to run, same thread count
     for threads, runs in results.items():
         for key, value in runs[0].items():
@@ -448,14 +444,10 @@ def test_linear_threads_split_rows_or_columns_bit_identically(dtype, n, fin, fou
     weight = rng.standard_normal((fout, fin)).astype(dtype)
     bias = rng.standard_normal(fout).astype(dtype)
     grad_y = rng.standard_normal((n, fout)).astype(dtype)
-    previous = nnscratch.get_num_threads()
     results = {}
-    try:
-        for threads in (1, 2):
-            nnscratch.set_num_threads(threads)
+    for threads in (1, 2):
+        with num_threads(threads):
             results[threads] = (K.linear_forward(x, weight, bias),) + K.linear_backward(x, weight, grad_y)
-    finally:
-        nnscratch.set_num_threads(previous)
     expected = (R.linear_forward(x, weight, bias),) + R.linear_backward(x, weight, grad_y)
     for what, one, two, ref in zip(("y", "grad_x", "grad_weight"), results[1], results[2], expected):
         assert np.array_equal(one, two), f"linear {what} differs between 1 and 2 threads"
@@ -541,14 +533,10 @@ def test_dropout_bit_identical(shape, dtype, p, key, seed):
 def test_dropout_is_the_same_with_any_thread_count():
     K = compiled_kernels()
     x = np.random.default_rng(0).standard_normal((64, 9216)).astype(np.float32)
-    previous = nnscratch.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2):
-            nnscratch.set_num_threads(threads)
+    results = []
+    for threads in (1, 2):
+        with num_threads(threads):
             results.append(K.dropout_forward(x, 0.25, 2**64 - 5))
-    finally:
-        nnscratch.set_num_threads(previous)
     assert np.array_equal(results[0], results[1])
     assert np.array_equal(results[0], R.dropout_forward(x, 0.25, 2**64 - 5))
 

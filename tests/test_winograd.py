@@ -124,17 +124,17 @@ def test_transform_matrices_compute_minimal_filtering():
 def test_compiled_filter_transforms_equal_the_reference(m, f, c, dtype):
     """``U = G w G^T`` and its adjoint, compiled in chunks of filters (a last, shorter chunk; more
     filters than one chunk): the reference's bits (the same products added in the same order, in
-    double; the adjoint first adds the backward's parts in order, in their dtype), with 1 and 2 threads."""
+    double), with 1 and 2 threads."""
     K = compiled_kernels()
     rng = np.random.default_rng(f * 1000 + c)
     weight = rng.standard_normal((f, c, 3, 3)).astype(dtype)
-    parts = rng.standard_normal((3, (m + 2) ** 2, f, c)).astype(dtype)
+    grad_u = rng.standard_normal(((m + 2) ** 2, f, c)).astype(dtype)
     expected_u = RW.transform_filters(weight, m)
-    expected_grad = RW.filter_gradient(parts.sum(axis=0), m)  # the parts added in their dtype, in order
+    expected_grad = RW.filter_gradient(grad_u, m)
     results = []
     for threads in (1, 2):
         with num_threads(threads):
-            results.append((K.transform_filters(weight, m), K.filter_gradient(parts, m)))
+            results.append((K.transform_filters(weight, m), K.filter_gradient(grad_u, m)))
     for (u, grad), (u2, grad2) in zip(results, results[1:]):
         assert np.array_equal(u, u2) and np.array_equal(grad, grad2), "1 and 2 threads differ"
     u, grad = results[0]
@@ -184,16 +184,11 @@ def test_thread_counts_give_bit_identical_results(m, dtype):
     weight = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
     grad_y = rng.standard_normal((64, 16, 18, 18)).astype(dtype)
     assert 64 * (-(-18 // m)) ** 2 > 2 * K.winograd_block(m, 16, 16)  # several blocks: 2 threads split them
-    previous = nn.get_num_threads()
     results = []
-    try:
-        for threads in (1, 2):
-            nn.set_num_threads(threads)
-            with nn.backends.kernel_blas():
-                results.append((K.winograd_conv2d_forward(x, weight, None, (1, 1), m),
-                                *K.winograd_conv2d_backward(x, weight, grad_y, (1, 1), m=m)))
-    finally:
-        nn.set_num_threads(previous)
+    for threads in (1, 2):
+        with num_threads(threads), nn.backends.kernel_blas():
+            results.append((K.winograd_conv2d_forward(x, weight, None, (1, 1), m),
+                            *K.winograd_conv2d_backward(x, weight, grad_y, (1, 1), m=m)))
     for what, one, two in zip(("y", "grad_x", "grad_weight"), *results):
         assert np.array_equal(one, two), f"{what} differs between 1 and 2 threads (m={m}, {np.dtype(dtype)})"
 
@@ -221,10 +216,8 @@ def test_an_image_comes_out_the_same_whatever_batch_it_is_in(m, shape, padding):
 
 @pytest.fixture
 def one_kernel_thread():
-    previous = nn.get_num_threads()
-    nn.set_num_threads(1)
-    yield
-    nn.set_num_threads(previous)
+    with num_threads(1):
+        yield
 
 
 # (in_channels, out_channels, padding, bias, H, W)
