@@ -3,7 +3,8 @@ count, no malloc setting. Each check runs in a fresh interpreter, so the import 
 
 * BLAS: every BLAS library is set to 3 threads before the import; after the import, and after a
   forward and backward through the compiled kernels, threadpoolctl still reports 3. Inside
-  ``_backend.kernel_blas()`` (what the kernels run under) scipy's BLAS is at one thread.
+  ``_backend.kernel_blas()`` (what the kernels run under) scipy's BLAS is at one thread, also
+  when the block runs in another Python thread than the one that set the counts.
 * malloc: 64 MiB of 4 MiB arrays are allocated and freed; with glibc's settings untouched they are
   ``mmap``-ed and returned to the system on ``free``, so the resident size falls back. With
   ``nnscratch.malloc.keep_freed_memory()`` (the opt-in) the same memory stays with the process,
@@ -44,8 +45,18 @@ with _backend.kernel_blas():
     with _backend.kernel_blas():  # nested: the outer block restores
         inside = blas_threads()
     still_inside = blas_threads()
+
+import threading
+seen = {}
+def kernel_in_another_thread():  # threadpoolctl lets only this process's first setter (the main thread) resize
+    with _backend.kernel_blas():  # OpenBLAS's pool; the kernels' limit must hold in any thread all the same
+        seen["inside"] = blas_threads()
+worker = threading.Thread(target=kernel_in_another_thread)
+worker.start()
+worker.join()
 print(json.dumps({"before": before, "after_import": after_import, "after_kernels": after_kernels,
-                  "inside": inside, "still_inside": still_inside, "after": blas_threads(),
+                  "inside": inside, "still_inside": still_inside, "in_another_thread": seen["inside"],
+                  "after": blas_threads(),
                   "scipy_blas": [lib.filepath for lib in _backend._kernel_blas_limit._libraries],
                   "backend": nnscratch.backend()}))
 """
@@ -88,7 +99,7 @@ def test_import_and_kernel_calls_leave_blas_threads_alone():
         assert result[moment] == before, f"{moment}: {result[moment]} (before the import: {before})"
     scipy_blas = result["scipy_blas"]
     assert scipy_blas, "no BLAS found for the kernels"
-    for state in ("inside", "still_inside"):
+    for state in ("inside", "still_inside", "in_another_thread"):
         for path, threads in result[state].items():
             assert threads == (1 if path in scipy_blas else 3), f"{state} a kernel call: {path} at {threads} threads"
 
