@@ -10,7 +10,9 @@ Run from the repository root::
     python benchmarks/bench.py --import-effects   # also: the train step with and without what the import used to change
     python benchmarks/bench.py --shapes-only      # only the convolution shape table (benchmarks/shapes.py)
 
-It keeps freed memory for reuse (``nnscratch.malloc.keep_freed_memory()``) as a training script may.
+It keeps freed memory for reuse (``nnscratch.malloc.keep_freed_memory()``) as a training script may,
+and before the shape table grows the heap by ``HEAP_MIB`` (``harness.grow_heap``) so that no
+implementation page-faults its large buffers (``--no-grow-heap``: as the process left it).
 
 What is measured
 ----------------
@@ -64,6 +66,7 @@ from nnscratch import malloc
 
 BATCH = nets.BATCH
 IMPLS = ("cython", "numpy", "torch")
+HEAP_MIB = 1024  # grown before the shape table: more than any shape's buffers (the 7×7 stem's f+b: ~0.3 GB)
 CEILING_SHAPE = (36864, 288, 64)  # conv2's im2col product: (N·OH·OW) × (C·KH·KW) @ (C·KH·KW) × F
 ROWS = [  # key, label, flops (None: not counted)
     ("conv1_forward", "conv1 forward", shapes.conv_flops(BATCH, 32, 1, 3, 3, 26, 26)),
@@ -262,6 +265,8 @@ def parse_args(argv):
     add("--no-torch", action="store_true", help="leave PyTorch out even when it is installed")
     add("--random-batch", action="store_true", help="time the seed Net on random images even when MNIST is on the machine")
     add("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    add("--no-grow-heap", action="store_true",
+        help="time the shape table with the heap as the process left it (default: grown first, see harness.grow_heap)")
     add("--memory-steps", type=int, default=None, metavar="N",
         help="training steps per memory subprocess (default 5, numpy 3; --quick: 2, numpy 1)")
     tables = parser.add_mutually_exclusive_group()
@@ -342,9 +347,12 @@ def main(argv=None):
     if not args.no_shapes and have_cython:
         if ceiling is None:  # --shapes-only: the ceiling is sampled with the first shape instead
             ceiling = harness.sgemm_runner(CEILING_SHAPE, args.shape_repeats, blas)
+        heap_mib = 0 if args.no_grow_heap else (32 if args.quick else HEAP_MIB)
+        harness.grow_heap(heap_mib)
         table = shapes.measure(nnscratch, torch, args.shape_repeats, args.warmup, args.quick,
                                ceiling_runner=None if ceiling.samples else ceiling)
         report["shapes"] = {"rows": table, "repeats": args.shape_repeats, "quick": args.quick,
+                            "heap_grown_mib": heap_mib,
                             "algorithm_option": shapes.has_algorithm_option(nnscratch), "implementations": list(shapes.IMPLS)}
     elif not args.no_shapes:
         print("bench: the shape table needs the cython backend; skipped", file=sys.stderr)

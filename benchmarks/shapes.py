@@ -143,6 +143,22 @@ def add_ceiling(rows, ceiling_gflops):
                 for impl, rate in shape[mode]["gflops"].items()}
 
 
+FAULTS_WORTH_NAMING = 100  # page faults per call above which the table names them (each costs ~1 µs)
+
+
+def fault_lines(rows):
+    """A line per shape and mode where an implementation page-faulted more than ``FAULTS_WORTH_NAMING``
+    times per call (its time then includes the kernel mapping and zeroing fresh memory)."""
+    lines = []
+    for shape in rows.values():
+        for mode, _ in MODES:
+            faults = {impl: n for impl, n in shape[mode].get("faults_per_call", {}).items() if n is not None}
+            if any(n > FAULTS_WORTH_NAMING for n in faults.values()):
+                lines.append(f"page faults per call, {shape['label']} N={shape['batch']} {mode}: "
+                             + ", ".join(f"{impl} {n:.0f}" for impl, n in faults.items()))
+    return lines
+
+
 def print_table(table):
     """The shape table as text (``table``: the ``"shapes"`` part of the report)."""
     rows, option = table["rows"], table["algorithm_option"]
@@ -167,6 +183,10 @@ def print_table(table):
           f"({harness.fmt(table['sgemm_ceiling_gflops'])} GFLOP/s)"
           + ("; auto: the algorithm Conv2d(algorithm='auto') chose, 'direct' timed beside it on 3×3 stride-1 shapes"
              if option else "; one algorithm (this Conv2d has no algorithm= option)"))
+    print(f"heap grown by {table['heap_grown_mib']} MiB before the table (harness.grow_heap)" if table["heap_grown_mib"]
+          else "heap as the process left it (--no-grow-heap)")
+    for line in fault_lines(rows):
+        print(line)
     used = {impl: harness.cores_used([shape[mode]["cpu_wall_s"][impl] for shape in rows.values() for mode, _ in MODES
                                       if impl in shape[mode]["cpu_wall_s"]]) for impl in IMPLS}
     print(f"medians of {table['repeats']} samples, nnscratch and torch interleaved round-robin"

@@ -142,6 +142,7 @@ def test_shape_table_rows(report, impls):
     table = report["shapes"]
     assert table["quick"] is True and table["repeats"] >= 1 and positive(table["sgemm_ceiling_gflops"])
     assert table["sgemm_ceiling_gflops"] == report["sgemm_ceiling"]["gflops"]
+    assert table["heap_grown_mib"] == 32  # --quick grows the heap a little, to run the code
     assert list(table["rows"]) == SHAPE_KEYS
     batches = {key: row["batch"] for key, row in table["rows"].items()}
     assert len({(row["label"], row["batch"]) for row in table["rows"].values()}) == len(SHAPE_KEYS)  # --quick: still distinct
@@ -155,6 +156,7 @@ def test_shape_table_rows(report, impls):
             figures = row[mode]
             for impl in ["nnscratch"] + (["torch"] if "torch" in impls else []):
                 assert positive(figures["ms"][impl]), (key, mode, impl)
+                assert figures["faults_per_call"][impl] >= 0, (key, mode, impl)
                 assert positive(figures["gflops"][impl]) and positive(figures["pct_of_sgemm_ceiling"][impl]), (key, mode, impl)
             if "torch" in impls:
                 assert positive(figures["ratio_nnscratch_over_torch"]), (key, mode)
@@ -168,6 +170,19 @@ def test_shape_table_rows(report, impls):
         row = table["rows"][key]
         assert (row["in_channels"], row["out_channels"], row["input_hw"], row["kernel"], row["stride"], row["padding"]) == (
             c, f, [size, size], [k, k], stride, pad), key
+
+
+def test_fault_lines_name_only_the_calls_that_page_fault(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import shapes
+
+    def row(label, forward_faults):
+        return {"label": label, "batch": 16, "forward": {"faults_per_call": forward_faults},
+                "forward_backward": {"faults_per_call": {"nnscratch": 0.0, "torch": 2.0}}}
+
+    lines = shapes.fault_lines({"a": row("stem", {"nnscratch": 3.0, "torch": 25090.0}),
+                                "b": row("pointwise", {"nnscratch": 0.0, "torch": None})})
+    assert lines == ["page faults per call, stem N=16 forward: nnscratch 3, torch 25090"]
 
 
 def test_shape_table_with_an_algorithm_option(monkeypatch, capsys):
@@ -196,7 +211,8 @@ def test_shape_table_with_an_algorithm_option(monkeypatch, capsys):
         for mode in ("forward", "forward_backward"):
             assert (row[mode]["ms"]["direct"] is not None) == three_by_three, (key, mode)
             assert positive(row[mode]["ms"]["nnscratch"])
-    shapes.print_table({"rows": rows, "algorithm_option": True, "sgemm_ceiling_gflops": 100.0, "repeats": 1, "quick": True})
+    shapes.print_table({"rows": rows, "algorithm_option": True, "sgemm_ceiling_gflops": 100.0, "repeats": 1, "quick": True,
+                        "heap_grown_mib": 0})
     out = capsys.readouterr().out
     assert "auto" in out and "winograd" in out and "fwd direct" in out
 
