@@ -237,3 +237,21 @@ def test_conv_algorithms_quick(tmp_path, impls):
         errors = data["errors"][name]
         assert all(positive(errors[which]) and errors[which] < 1e-4 for which in ("y", "grad_x", "grad_w")), (name, errors)
     assert "seed conv2: Conv2d(32, 64, 3)" in done.stdout and "cython winograd_2x2" in done.stdout
+
+
+def test_stem_script_shows_the_grown_heap_removes_page_faults(impls):
+    """``benchmarks/stem.py`` runs its three malloc states in one process; once the heap has grown,
+    nnscratch's stem forward takes fewer page faults than at the start (measured: 792 -> 0). Never a speed."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stem.py"), "--calls", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert done.returncode == 0, f"stem.py failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+    lines = done.stdout.splitlines()[1:4]
+    assert all(line.strip().startswith(("glibc", "keep_freed")) for line in lines), done.stdout
+    assert "the im2col product alone, 64×147 @ 147×200704" in done.stdout
+
+    def faults(line, name):
+        words = line.split()
+        return int(words[words.index(name) + 3])
+
+    assert faults(lines[2], "nnscratch") < faults(lines[0], "nnscratch"), done.stdout
+    assert ("torch" in lines[0]) == ("torch" in impls), done.stdout
