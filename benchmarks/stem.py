@@ -76,7 +76,8 @@ def main(argv=None):
         print(f"  {state:<40}" + "".join(f"  {name} {ms:6.1f} ms {faults:6d} faults" for name, (ms, faults) in figures.items()))
     m, k, n = GEMM
     rng = np.random.default_rng(1)
-    a, b, c = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32), np.empty((m, n), np.float32)
+    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    c = np.empty((m, n), np.float32)
     with harness.BlasThreads(args.threads).limit():
         ms, _ = time_calls(lambda: np.matmul(a, b, out=c), args.calls)
     print(f"the im2col product alone, {m}×{k} @ {k}×{n} (numpy's BLAS, {args.threads} threads): {ms:.1f} ms = "
