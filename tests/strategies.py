@@ -1,5 +1,6 @@
 """What several test files share, in one place: their random inputs, the checks of what the
-examples write, and running an example's ``main()`` in-process.
+examples write, running an example's ``main()`` in-process, and the kernel-equality tests'
+tolerance check (``assert_close``), hypothesis settings and non-contiguous layouts.
 
 The tests import it as a sibling module (``from strategies import random_images``): pytest puts
 ``tests/`` on ``sys.path``. Hypothesis strategies that more than one file draws from belong here.
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
 
 import nnscratch
 from nnscratch.data import DataLoader
@@ -135,3 +138,61 @@ def num_threads(n):
         yield
     finally:
         nnscratch.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------- kernel equality
+# (tests/test_kernels_equal.py and tests/test_kernels_equal_pooling.py)
+
+KERNEL_SETTINGS = dict(deadline=None, derandomize=True, database=None,  # hypothesis: the same examples every run
+                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+FLOAT_DTYPES = st.sampled_from([np.dtype(np.float64), np.dtype(np.float32)])
+
+
+def assert_close(actual, expected, what=""):
+    """Same shape and dtype; ``max|diff| <= rtol * max(1, max|expected|)``; NaNs in the same places."""
+    assert actual is not None and expected is not None, what
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} vs reference {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} vs reference {expected.dtype}"
+    if expected.size == 0:
+        return
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(actual), nan), f"{what}: NaNs in different places"
+    a, e = actual[~nan].astype(np.float64), expected[~nan].astype(np.float64)
+    if e.size == 0:
+        return
+    inf = np.isinf(e)
+    assert np.array_equal(a[inf], e[inf]), f"{what}: infinities differ"
+    a, e = a[~inf], e[~inf]
+    if e.size == 0:
+        return
+    scale = max(1.0, float(np.abs(e).max()))
+    diff = float(np.abs(a - e).max())
+    tol = RTOL[expected.dtype] * scale
+    assert diff <= tol, f"{what}: max|diff| = {diff:.3e} > {tol:.3e} (scale {scale:.3g}, dtype {expected.dtype})"
+
+
+def case_output_hw(case):
+    """``(OH, OW)`` of a drawn convolution or pooling ``case``."""
+    return output_hw(case["h"], case["w"], case["kernel"], case["stride"], case["padding"])
+
+
+def noncontiguous(a, rng, how):
+    """A non-C-contiguous array equal to ``a``."""
+    if how == "fortran":
+        return np.asfortranarray(a)
+    if how == "strided":
+        big = np.empty(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        big[..., ::2] = a
+        big[..., 1::2] = rng.standard_normal(a.shape)  # garbage in the gaps
+        return big[..., ::2]
+    if how == "reversed":
+        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    if how == "transposed":  # stored NHWC, viewed NCHW
+        if a.ndim != 4:
+            return np.asfortranarray(a)
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    raise ValueError(how)
+
+
+LAYOUTS = st.sampled_from(["fortran", "strided", "reversed", "transposed"])
