@@ -20,8 +20,7 @@ import nnscratch as nn
 from nnscratch import reference as R
 from nnscratch.gradient_check import gradcheck
 
-from strategies import compiled_kernels, conv_arrays, num_threads
-from test_kernels_equal import DTYPES, SETTINGS, assert_close
+from strategies import FLOAT_DTYPES, KERNEL_SETTINGS, assert_close, compiled_kernels, conv_arrays, num_threads
 
 
 @pytest.fixture
@@ -48,12 +47,12 @@ def direct_cases(draw):
         padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
         h, w = draw(st.integers(kernel[0], 40)), draw(st.integers(kernel[1], 40))
     return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 24)), f=draw(st.integers(1, 24)), h=h, w=w,
-                kernel=kernel, stride=stride, padding=padding, bias=draw(st.booleans()), dtype=draw(DTYPES),
+                kernel=kernel, stride=stride, padding=padding, bias=draw(st.booleans()), dtype=draw(FLOAT_DTYPES),
                 seed=draw(st.integers(0, 2**32 - 1)))
 
 
 # small_blocks only sets constants, the same for every example: sharing it between examples is safe
-@settings(max_examples=80, **dict(SETTINGS, suppress_health_check=[*SETTINGS["suppress_health_check"],
+@settings(max_examples=80, **dict(KERNEL_SETTINGS, suppress_health_check=[*KERNEL_SETTINGS["suppress_health_check"],
                                                                    HealthCheck.function_scoped_fixture]))
 @given(case=direct_cases(), need_input_grad=st.booleans())
 def test_direct_paths_equal_the_reference(small_blocks, case, need_input_grad):
