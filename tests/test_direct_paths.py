@@ -53,7 +53,7 @@ def direct_cases(draw):
 
 # small_blocks only sets constants, the same for every example: sharing it between examples is safe
 @settings(max_examples=80, **dict(KERNEL_SETTINGS, suppress_health_check=[*KERNEL_SETTINGS["suppress_health_check"],
-                                                                   HealthCheck.function_scoped_fixture]))
+                                                                          HealthCheck.function_scoped_fixture]))
 @given(case=direct_cases(), need_input_grad=st.booleans())
 def test_direct_paths_equal_the_reference(small_blocks, case, need_input_grad):
     K = small_blocks
