@@ -11,14 +11,17 @@ cdef inline void _window_range(Py_ssize_t start, int k, Py_ssize_t size, Py_ssiz
     hi[0] = size - start if start + k > size else k
 
 
+cdef inline bint _wins(floating challenger, floating best) noexcept nogil:
+    """Whether ``challenger``, later in window order, replaces ``best``: it is larger, or the first NaN."""
+    return (challenger > best) | ((challenger != challenger) & (best == best))
+
+
 cdef void _maxpool_plane(const floating* x, floating* y, long long* argmax, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
     """``y[i, j] = max`` over the window at ``(i*sh - ph, j*sw - pw)``; ``argmax`` its flat index ``row*W + col``.
-    The first maximum in row-major window order wins; a NaN wins over any number. The comparison is
-    branch-free (selects, not jumps): on real data the winner is unpredictable."""
+    The first maximum in row-major window order wins; a NaN wins over any number (:func:`_wins`). The
+    comparison is branch-free (selects, not jumps): on real data the winner is unpredictable."""
     cdef Py_ssize_t i, j, p, q, r0, c0, p_lo, p_hi, q_lo, q_hi, at, best_at, keep
-    cdef floating best, v
-    cdef bint take
     for i in range(oh):
         r0 = i * sh - ph
         _window_range(r0, kh, H, &p_lo, &p_hi)
@@ -29,18 +32,10 @@ cdef void _maxpool_plane(const floating* x, floating* y, long long* argmax, Py_s
             for p in range(p_lo, p_hi):
                 for q in range(q_lo, q_hi):
                     at = (r0 + p) * W + c0 + q
-                    v = x[at]
-                    best = x[best_at]
-                    take = (v > best) | ((v != v) & (best == best))
-                    keep = <Py_ssize_t> take - 1  # all ones to keep best_at, zero to take at
+                    keep = <Py_ssize_t> _wins(x[at], x[best_at]) - 1  # all ones to keep best_at, zero to take at
                     best_at = (best_at & keep) | (at & ~keep)
             y[i * ow + j] = x[best_at]
             argmax[i * ow + j] = best_at
-
-
-cdef inline bint _wins(floating challenger, floating best) noexcept nogil:
-    """Whether ``challenger``, later in window order, replaces ``best``: it is larger, or the first NaN."""
-    return (challenger > best) | ((challenger != challenger) & (best == best))
 
 
 cdef enum:
