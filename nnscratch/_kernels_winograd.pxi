@@ -1,7 +1,7 @@
 # Part of nnscratch/_kernels.pyx (textually included there, one extension module): Winograd convolution.
 # The shared pieces (_threads_for, _gemm, _check_blas_sizes, the imports) are defined there.
 #
-# Compiled twin of nnscratch/reference_winograd.py: F(m×m, 3×3), m = 2 or 4, α = m + 2, stride 1.
+# Compiled twin of nnscratch/backends/reference_winograd.py: F(m×m, 3×3), m = 2 or 4, α = m + 2, stride 1.
 # The output tiles of the whole batch are numbered g = (n·TH + t)·TW + u; each image's TH·TW tiles
 # are cut into blocks of at most ``block`` consecutive tiles, a size fixed by the shapes of one image
 # alone (``winograd_block``), so a block never spans two images and an image is computed the same way
@@ -10,7 +10,8 @@
 #   1. input transform  V[ab, c, k] = (B^T d B)[a, b] of tile k of the block and channel c;
 #   2. α² GEMMs         M[ab] (F × block) = U[ab] (F × C) · V[ab] (C × block)   (``_gemm``);
 #   3. output transform y tile = A^T M A, cropped to the output, plus the bias.
-# The filter transform U = G w G^T (α², F, C) and its adjoint are in _kernels_winograd_transforms.pxi.
+# The filter transform U = G w G^T (α², F, C) and its adjoint, and the 1-D tile transforms, are in
+# _kernels_winograd_transforms.pxi.
 # The backward cuts the batch into parts of whole images (WINOGRAD_BACKWARD_PARTS), one thread each.
 # Its blocks hold as many whole images of the part as the same budget allows (or, for large images,
 # part of one), and per block it computes ∂L/∂M = A ∂L/∂Y A^T once for both gradients; then
@@ -18,8 +19,6 @@
 #   sum runs over all the block's tiles; the caller sums the parts in a fixed order), and
 #   ∂L/∂V[ab] (C × tiles) = U[ab]ᵀ · ∂L/∂M[ab] image by image (so an image's ∂L/∂x is the same bits
 #   in any batch), whose adjoint input transform B ∂L/∂V B^T is added onto the part's own images of ∂L/∂x.
-#
-# The 1-D tile transforms are there too.
 
 from nnscratch.backends.reference_winograd import tile_grid
 
@@ -39,6 +38,23 @@ cdef void _tile_origins(Py_ssize_t g0, Py_ssize_t nb, int m, Py_ssize_t TH, Py_s
         col[k] = (g % TW) * m
 
 
+cdef inline void _read_tile(const floating* src, Py_ssize_t W, floating* d, Py_ssize_t nb, int size) noexcept nogil:
+    """``d[(a·size + b)·nb] = src[a·W + b]`` for ``a, b < size``: a tile lying wholly inside its plane. Called
+    with a constant ``size`` where it can be, so that the compiler unrolls the copy."""
+    cdef int a, b
+    for a in range(size):
+        for b in range(size):
+            d[(a * size + b) * nb] = src[a * W + b]
+
+
+cdef inline void _add_tile(const floating* d, Py_ssize_t nb, floating* dst, Py_ssize_t W, int size) noexcept nogil:
+    """``dst[a·W + b] += d[(a·size + b)·nb]`` for ``a, b < size``: the adjoint of :func:`_read_tile`."""
+    cdef int a, b
+    for a in range(size):
+        for b in range(size):
+            dst[a * W + b] += d[(a * size + b) * nb]
+
+
 cdef void _gather_tiles(const floating* planes, Py_ssize_t plane_stride, Py_ssize_t H, Py_ssize_t W,
                         const Py_ssize_t* image, const Py_ssize_t* row, const Py_ssize_t* col,
                         Py_ssize_t shift_r, Py_ssize_t shift_c, int size, Py_ssize_t nb, floating* d) noexcept nogil:
@@ -52,18 +68,12 @@ cdef void _gather_tiles(const floating* planes, Py_ssize_t plane_stride, Py_ssiz
         r0 = row[k] + shift_r
         c0 = col[k] + shift_c
         if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W:
-            if size == 6:  # constant trip counts: the copy is unrolled
-                for a in range(6):
-                    for b in range(6):
-                        d[(a * 6 + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+            if size == 6:
+                _read_tile(plane + r0 * W + c0, W, d + k, nb, 6)
             elif size == 4:
-                for a in range(4):
-                    for b in range(4):
-                        d[(a * 4 + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+                _read_tile(plane + r0 * W + c0, W, d + k, nb, 4)
             else:
-                for a in range(size):
-                    for b in range(size):
-                        d[(a * size + b) * nb + k] = plane[(r0 + a) * W + c0 + b]
+                _read_tile(plane + r0 * W + c0, W, d + k, nb, size)
             continue
         for a in range(size):
             r = r0 + a
@@ -101,15 +111,13 @@ cdef void _scatter_add_tiles(const floating* d, floating* planes, Py_ssize_t pla
         plane = planes + image[k] * plane_stride
         r0 = row[k] + shift_r
         c0 = col[k] + shift_c
-        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W and size == 6:  # unrolled
-            for a in range(6):
-                for b in range(6):
-                    plane[(r0 + a) * W + c0 + b] += d[(a * 6 + b) * nb + k]
-            continue
-        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W and size == 4:
-            for a in range(4):
-                for b in range(4):
-                    plane[(r0 + a) * W + c0 + b] += d[(a * 4 + b) * nb + k]
+        if r0 >= 0 and c0 >= 0 and r0 + size <= H and c0 + size <= W:
+            if size == 6:
+                _add_tile(d + k, nb, plane + r0 * W + c0, W, 6)
+            elif size == 4:
+                _add_tile(d + k, nb, plane + r0 * W + c0, W, 4)
+            else:
+                _add_tile(d + k, nb, plane + r0 * W + c0, W, size)
             continue
         for a in range(size):
             r = r0 + a
