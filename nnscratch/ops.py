@@ -6,8 +6,8 @@ dtypes. A bad argument raises ``ValueError`` or ``TypeError`` whose message star
 ``where`` (the layer, e.g. ``Conv2d(1, 32, kernel_size=(3, 3))``) and names the shapes.
 
 The formulas themselves are documented in :mod:`nnscratch.backends.reference`. Where the compiled
-backend has no twin -- softmax and log-softmax, the losses' forward and backward, the bias
-gradients -- the functions here call :mod:`nnscratch.backends.reference` whichever backend is active.
+backend has no twin -- softmax and log-softmax, the losses' forward and backward, the dense
+layer's bias gradient -- the functions here call :mod:`nnscratch.backends.reference` whichever backend is active.
 """
 import numbers
 

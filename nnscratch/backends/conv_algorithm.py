@@ -2,7 +2,7 @@
 
 * ``"direct"``: :func:`nnscratch.backends.reference.conv2d_forward` (compiled: im2col + one GEMM per image);
 * ``"winograd"``: F(4×4, 3×3), :mod:`nnscratch.backends.reference_winograd` (4× fewer multiplications,
-  a float32 error 5-30× the direct method's);
+  a float32 error 8-18× the direct method's on the seed's conv2: docs/fast_convolution.md);
 * ``"winograd_2x2"``: F(2×2, 3×3) (2.25× fewer multiplications, the direct method's error);
 * ``"auto"`` (the default): the rule of :func:`choose`, from the shapes alone (no timing), so that
   a given layer and input always run the same arithmetic.
